@@ -1,0 +1,5 @@
+import sys
+
+from implicit_slots.cli import main
+
+sys.exit(main())

@@ -1,0 +1,33 @@
+"""``implicit-slots bench NAME``: benchmarks that print Markdown tables.
+
+Each benchmark module under ``implicit_slots.benchmarks`` exposes ``DESCRIPTION: str``,
+``add_arguments(parser)`` and ``run(args) -> int``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+
+BENCHMARKS: dict[str, str] = {
+    "backward": "implicit_slots.benchmarks.backward",
+    "generation": "implicit_slots.benchmarks.generation",
+    "train-step": "implicit_slots.benchmarks.training_step",
+    "data": "implicit_slots.benchmarks.data_speed",
+}
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add ``bench`` and one sub-command per available benchmark."""
+    parser = subparsers.add_parser("bench", help="run a benchmark and print its table")
+    bench_subparsers = parser.add_subparsers(dest="benchmark", metavar="BENCHMARK", required=True)
+    for name, module_name in BENCHMARKS.items():
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as error:
+            if error.name == module_name:
+                continue
+            raise
+        sub = bench_subparsers.add_parser(name, help=module.DESCRIPTION, description=module.DESCRIPTION)
+        module.add_arguments(sub)
+        sub.set_defaults(func=module.run)
