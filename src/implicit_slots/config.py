@@ -1,0 +1,638 @@
+"""Experiment configuration: typed dataclasses are the schema, YAML files hold the values.
+
+A config file has four sections (every field is documented on its dataclass below)::
+
+    model:                  # `name` + the fields of that model's registered config dataclass
+      name: slate
+      num_slots: 7
+    data:        {name: ..., root: ..., image_size: 96, ...}             # DataConfig
+    training:    {max_steps: ..., batch_size: ..., optimizer: ..., ...}   # TrainingConfig
+    diagnostics: {every: 500, ...}                                        # DiagnosticsConfig
+
+Values come in three layers, later ones winning: the dataclass defaults, the YAML file, and dotted
+``KEY=VALUE`` overrides from the command line (``training.max_steps=1000``,
+``training.optimizer.groups.dvae.lr=3e-4``, ``model.num_slots=11``). The ``model:`` section is checked
+against the dataclass the model registered (``get_model_spec(name).config_type``), so
+``model.num_slot=3`` is an error exactly like ``training.max_step=3``. Unknown keys, wrong types, missing
+required values and values outside their allowed set all raise :class:`ConfigError`, naming the file or
+override, the dotted key and the problem.
+
+Training tricks the paper ablates are independent switches, each off when null or 0:
+``training.grad_clip.norm`` (null / l2 / inf), ``training.optimizer.warmup_steps`` (and per group),
+``training.lr_decay.kind`` (null / exponential / plateau), ``training.hyperparameter_schedules``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+__all__ = [
+    "ConfigError",
+    "DataConfig",
+    "DiagnosticsConfig",
+    "ExperimentConfig",
+    "GradClipConfig",
+    "HyperparameterScheduleConfig",
+    "LRDecayConfig",
+    "ModelSection",
+    "OptimizerConfig",
+    "ParamGroupConfig",
+    "ProvenanceConfig",
+    "SplitSizes",
+    "TrainingConfig",
+    "ValidationConfig",
+    "config_to_dict",
+    "load_config",
+    "save_config",
+]
+
+SECTIONS = ("model", "data", "training", "diagnostics", "provenance")
+DEVICES = ("auto", "cpu", "cuda")
+PRECISIONS = ("fp32", "bf16")
+OPTIMIZERS = ("adam", "adamw")
+CLIP_NORMS = ("l2", "inf")
+LR_DECAY_KINDS = ("exponential", "plateau")
+SCHEDULE_KINDS = ("constant", "linear", "cosine", "exponential")
+
+
+class ConfigError(ValueError):
+    """A config file or override is invalid; the message names the source, the key and the problem."""
+
+
+# ----------------------------------------------------------------------------------------------------
+# Schema
+# ----------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class SplitSizes:
+    """How many samples each split holds (null: the dataset's own size / default).
+
+    Attributes:
+        train: number of training samples.
+        val: number of validation samples (used by ``training.validation``).
+        test: number of test samples (used by ``implicit-slots evaluate``).
+    """
+
+    train: int | None = None
+    val: int | None = None
+    test: int | None = None
+
+
+@dataclass
+class DataConfig:
+    """The ``data:`` section, passed to ``implicit_slots.data.build_dataset``.
+
+    Attributes:
+        name: registered dataset name (required).
+        root: folder of the dataset files on disk (null: the dataset's default / procedural).
+        image_size: side length in pixels of the (square) images the model receives.
+        seed: seed of procedural generation (which scenes exist), independent of ``training.seed``.
+        num_samples: number of samples per split.
+        options: dataset-specific options, passed through unchanged (e.g. ``{max_objects: 6}``).
+        cache_dir: folder where generated / converted data may be cached (null: no cache).
+        num_workers: DataLoader worker processes (0: load in the training process).
+    """
+
+    name: str = MISSING
+    root: str | None = None
+    image_size: int = 64
+    seed: int = 0
+    num_samples: SplitSizes = field(default_factory=SplitSizes)
+    options: dict[str, Any] = field(default_factory=dict)
+    cache_dir: str | None = None
+    num_workers: int = 0
+
+
+@dataclass
+class ParamGroupConfig:
+    """Per-parameter-group overrides of the optimizer settings; null inherits ``training.optimizer``.
+
+    Group names are those of the model's ``parameter_groups()`` (e.g. SLATE: ``dvae``, ``main``).
+
+    Attributes:
+        lr: peak learning rate of the group.
+        warmup_steps: linear warm-up length of the group in steps (0: none).
+        weight_decay: weight decay of the group.
+    """
+
+    lr: float | None = None
+    warmup_steps: int | None = None
+    weight_decay: float | None = None
+
+
+@dataclass
+class OptimizerConfig:
+    """``training.optimizer``: one optimizer over all parameter groups.
+
+    Attributes:
+        name: ``adam`` or ``adamw``.
+        lr: peak learning rate of every group without its own ``lr``.
+        betas: Adam's (beta1, beta2).
+        eps: Adam's epsilon.
+        weight_decay: weight decay of every group without its own (decoupled for ``adamw``).
+        warmup_steps: linear learning-rate warm-up of every group without its own (0: off). The factor at
+            step ``t`` (0-based) is ``min(1, (t + 1) / warmup_steps)`` as in official SLATE.
+        groups: per-group overrides keyed by the model's parameter-group names; a name the model does not
+            have is an error when training starts.
+    """
+
+    name: str = "adam"
+    lr: float = 1e-4
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    eps: float = 1e-8
+    weight_decay: float = 0.0
+    warmup_steps: int = 0
+    groups: dict[str, ParamGroupConfig] = field(default_factory=dict)
+
+
+@dataclass
+class GradClipConfig:
+    """``training.grad_clip``: gradient clipping over all parameters together (off when ``norm`` is null).
+
+    Attributes:
+        norm: null / ``none`` (off), ``l2`` (global L2 norm, as PyTorch/Lightning default) or ``inf``
+            (largest absolute gradient entry, as official SLATE's ``clip_grad_norm_(..., 'inf')``).
+        max_norm: gradients are scaled by ``min(1, max_norm / norm)``; must be > 0 when ``norm`` is set.
+    """
+
+    norm: str | None = None
+    max_norm: float = 1.0
+
+
+@dataclass
+class LRDecayConfig:
+    """``training.lr_decay``: a decay factor multiplying every group's learning rate (off when null).
+
+    Attributes:
+        kind: null / ``none`` (off), ``exponential`` (``0.5 ** ((t - start_step) / half_life)`` for
+            ``t >= start_step``, as Slot Attention / STEVE) or ``plateau`` (multiply by ``factor`` when the
+            validation loss has not improved for ``patience`` consecutive validations, as official SLATE;
+            needs ``training.validation.every > 0``).
+        half_life: steps per halving for ``exponential``.
+        start_step: ``exponential`` only: the step where decay starts (0: from the first step, as Slot
+            Attention; set it to the warm-up length to decay after warm-up, as OCLF's SLATE).
+        patience: ``plateau`` only: validations without improvement before the factor is applied.
+        factor: ``plateau`` only: multiplier applied at each plateau (SLATE: 0.5).
+        min_delta: ``plateau`` only: a validation loss counts as an improvement when it is below
+            ``best - min_delta``.
+    """
+
+    kind: str | None = None
+    half_life: int = 0
+    start_step: int = 0
+    patience: int = 4
+    factor: float = 0.5
+    min_delta: float = 0.0
+
+
+@dataclass
+class HyperparameterScheduleConfig:
+    """One entry of ``training.hyperparameter_schedules`` (set through ``model.set_hyperparameters``).
+
+    With ``u = clamp((t - start_step) / steps, 0, 1)`` at step ``t``:
+
+    - ``constant``: ``start``;
+    - ``linear``: ``start + (end - start) * u``;
+    - ``cosine``: ``end + (start - end) * (1 + cos(pi * u)) / 2`` (SLATE's Gumbel temperature:
+      start 1.0, end 0.1, steps 30000);
+    - ``exponential``: ``start * (end / start) ** u`` (start and end > 0).
+
+    Attributes:
+        kind: one of the above.
+        start: value at and before ``start_step``.
+        end: value from ``start_step + steps`` on.
+        steps: length of the transition (> 0 unless ``constant``).
+        start_step: step where the transition begins.
+    """
+
+    kind: str = "constant"
+    start: float = 0.0
+    end: float = 0.0
+    steps: int = 0
+    start_step: int = 0
+
+
+@dataclass
+class ValidationConfig:
+    """``training.validation``: periodic loss on a held-out split (needed by ``lr_decay.kind: plateau``).
+
+    Attributes:
+        every: validate every this many steps (0: off).
+        split: dataset split to validate on.
+        num_batches: at most this many batches per validation (null: the whole split).
+        batch_size: validation batch size, global over ranks (null: ``training.batch_size``).
+    """
+
+    every: int = 0
+    split: str = "val"
+    num_batches: int | None = None
+    batch_size: int | None = None
+
+
+@dataclass
+class TrainingConfig:
+    """The ``training:`` section.
+
+    Attributes:
+        max_steps: total number of training steps (optimizer updates attempted, skipped ones included).
+        batch_size: global batch size; each of ``W`` data-parallel processes gets ``batch_size / W``.
+        seed: seed of parameter initialisation, data order and every random draw during training.
+        checkpoint_every: write ``checkpoints/last.pt`` every this many steps (0: only at the end / on
+            interruption).
+        log_every: write a metrics line (TensorBoard, metrics.jsonl, console) every this many steps.
+        device: ``auto`` (CUDA when available), ``cpu`` or ``cuda``.
+        precision: ``fp32`` or ``bf16`` (autocast; meant for CUDA).
+        num_threads: torch intra-op threads per process (null: leave torch's default).
+        optimizer: optimizer, learning rates, warm-up, parameter groups.
+        grad_clip: gradient clipping switch.
+        lr_decay: learning-rate decay switch.
+        hyperparameter_schedules: model hyperparameter name -> schedule, e.g.
+            ``{gumbel_temperature: {kind: cosine, start: 1.0, end: 0.1, steps: 30000}}``.
+        max_consecutive_bad_steps: a step whose loss or gradient is NaN/Inf is skipped; this many in a
+            row stop the run with an error (>= 1).
+        validation: periodic validation loss.
+        ddp_find_unused_parameters: passed to DistributedDataParallel (models with parameters unused in
+            some steps need it).
+    """
+
+    max_steps: int = 1000
+    batch_size: int = 32
+    seed: int = 0
+    checkpoint_every: int = 1000
+    log_every: int = 50
+    device: str = "auto"
+    precision: str = "fp32"
+    num_threads: int | None = None
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    grad_clip: GradClipConfig = field(default_factory=GradClipConfig)
+    lr_decay: LRDecayConfig = field(default_factory=LRDecayConfig)
+    hyperparameter_schedules: dict[str, HyperparameterScheduleConfig] = field(default_factory=dict)
+    max_consecutive_bad_steps: int = 10
+    validation: ValidationConfig = field(default_factory=ValidationConfig)
+    ddp_find_unused_parameters: bool = False
+
+
+@dataclass
+class DiagnosticsConfig:
+    """The ``diagnostics:`` section: fixed-point and gradient diagnostics during training.
+
+    Attributes:
+        every: compute diagnostics every this many steps (0: off). Logged: forward relative residual of the
+            slot-attention fixed point (per-sample mean and max over the batch), solver steps, gradient
+            norm before clipping per parameter group and total, learning rates, and the Jacobian spectral
+            norm of the slot-attention cell at its output.
+        jacobian: include the Jacobian spectral norm (costs ``2 * jacobian_iterations`` cell passes).
+        jacobian_iterations: power-iteration steps for the spectral norm.
+        jacobian_max_samples: estimate it on at most this many samples of the batch.
+        images_every: log ``model.visualise`` images to TensorBoard every this many steps (0: off).
+        max_images: at most this many samples per logged image.
+    """
+
+    every: int = 0
+    jacobian: bool = True
+    jacobian_iterations: int = 20
+    jacobian_max_samples: int = 8
+    images_every: int = 0
+    max_images: int = 8
+
+
+@dataclass
+class ProvenanceConfig:
+    """Written by the engine into the run folder's ``config.yaml``; ignored as input.
+
+    Attributes:
+        package_version: ``implicit_slots.__version__`` of the run.
+        git_commit: commit of the source tree, when it is a git checkout.
+        git_dirty: whether the tree had uncommitted changes.
+        created_at: UTC time the run folder was (re)written.
+        command: the command line that started the run.
+    """
+
+    package_version: str | None = None
+    git_commit: str | None = None
+    git_dirty: bool | None = None
+    created_at: str | None = None
+    command: str | None = None
+
+
+@dataclass
+class ModelSection:
+    """The ``model:`` section: the registered model ``name`` plus its config dataclass.
+
+    In YAML the section is flat (``name`` next to the model's fields); in Python the fields live in
+    ``config``, an instance of ``get_model_spec(name).config_type``.
+    """
+
+    name: str
+    config: Any
+
+
+@dataclass
+class ExperimentConfig:
+    """A complete, validated experiment: what ``train`` and ``evaluate`` run."""
+
+    model: ModelSection
+    data: DataConfig
+    training: TrainingConfig = field(default_factory=TrainingConfig)
+    diagnostics: DiagnosticsConfig = field(default_factory=DiagnosticsConfig)
+    provenance: ProvenanceConfig = field(default_factory=ProvenanceConfig)
+
+
+@dataclass
+class _RestSchema:
+    """Everything but ``model:`` (validated separately against the model's own dataclass)."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    training: TrainingConfig = field(default_factory=TrainingConfig)
+    diagnostics: DiagnosticsConfig = field(default_factory=DiagnosticsConfig)
+    provenance: ProvenanceConfig = field(default_factory=ProvenanceConfig)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Loading
+# ----------------------------------------------------------------------------------------------------
+
+
+def _describe(error: OmegaConfBaseException, prefix: str = "") -> tuple[str, str]:
+    """(dotted key, first line of the message) of an OmegaConf error."""
+    key = getattr(error, "full_key", None) or ""
+    key = f"{prefix}{key}" if key else prefix.rstrip(".")
+    message = str(error).splitlines()[0] if str(error) else type(error).__name__
+    return key or "<root>", message
+
+
+def _parse_overrides(overrides: Sequence[str]) -> list[tuple[str, DictConfig]]:
+    parsed = []
+    for item in overrides:
+        if "=" not in item or item.startswith("="):
+            raise ConfigError(f"override {item!r}: expected KEY=VALUE, e.g. training.max_steps=1000")
+        key = item.split("=", 1)[0].strip()
+        if key.split(".", 1)[0] not in SECTIONS:
+            raise ConfigError(f"override {item!r}: unknown key {key!r}; top-level sections: {list(SECTIONS)}")
+        try:
+            parsed.append((item, OmegaConf.from_dotlist([item])))
+        except OmegaConfBaseException as error:
+            raise ConfigError(f"override {item!r}: {_describe(error)[1]}") from error
+    return parsed
+
+
+def _load_yaml(path: Path) -> DictConfig:
+    if not path.is_file():
+        raise ConfigError(f"config file {str(path)!r} does not exist")
+    try:
+        loaded = OmegaConf.load(path)
+    except (OmegaConfBaseException, yaml.YAMLError) as error:
+        raise ConfigError(f"{path}: not valid YAML: {error}") from error
+    if loaded is None or (isinstance(loaded, DictConfig) and len(loaded) == 0):
+        return OmegaConf.create({})
+    if not isinstance(loaded, DictConfig):
+        raise ConfigError(f"{path}: expected a mapping with sections {list(SECTIONS)}")
+    unknown = [str(key) for key in loaded if key not in SECTIONS]
+    if unknown:
+        raise ConfigError(f"{path}: unknown top-level key(s) {unknown}; valid sections: {list(SECTIONS)}")
+    for section in SECTIONS:
+        if section in loaded and loaded[section] is not None and not isinstance(loaded[section], DictConfig):
+            raise ConfigError(f"{path}: section {section!r} must be a mapping, got {loaded[section]!r}")
+    return loaded
+
+
+def _merge(base: DictConfig, layer: Any, source: str, prefix: str = "") -> DictConfig:
+    try:
+        merged = OmegaConf.merge(base, layer)
+    except OmegaConfBaseException as error:
+        key, message = _describe(error, prefix)
+        raise ConfigError(f"{source}: key {key!r}: {message}") from error
+    assert isinstance(merged, DictConfig)
+    return merged
+
+
+def _to_object(config: DictConfig, source: str, prefix: str = "") -> Any:
+    try:
+        return OmegaConf.to_object(config)
+    except OmegaConfBaseException as error:
+        key, message = _describe(error, prefix)
+        if "missing mandatory value" in message.lower():
+            raise ConfigError(f"{source}: required key {key!r} has no value") from error
+        raise ConfigError(f"{source}: key {key!r}: {message}") from error
+
+
+def _model_schema(name: str, source: str) -> DictConfig:
+    from implicit_slots.models.registry import get_model_spec
+
+    try:
+        spec = get_model_spec(name)
+    except KeyError as error:
+        raise ConfigError(f"{source}: key 'model.name': {error.args[0]}") from error
+    if not dataclasses.is_dataclass(spec.config_type):
+        raise ConfigError(f"model {name!r} registered a config type that is not a dataclass")
+    return OmegaConf.structured(spec.config_type)
+
+
+def load_config(path: str | Path | None, overrides: Sequence[str] = ()) -> ExperimentConfig:
+    """Load and validate an experiment config.
+
+    Args:
+        path: YAML file (or None: defaults + overrides only).
+        overrides: dotted ``KEY=VALUE`` strings applied after the file, in order.
+
+    Returns:
+        The validated :class:`ExperimentConfig`.
+
+    Raises:
+        ConfigError: unknown key, wrong type, missing required value or value outside its allowed set;
+            the message names the file or override and the dotted key.
+    """
+    file_source = str(path) if path is not None else "<defaults>"
+    loaded = _load_yaml(Path(path)) if path is not None else OmegaConf.create({})
+    layers = [(f"override {item!r}", layer) for item, layer in _parse_overrides(overrides)]
+    return _build(file_source, loaded, layers)
+
+
+def _build(file_source: str, loaded: DictConfig, overrides: list[tuple[str, DictConfig]]) -> ExperimentConfig:
+    """Merge ``loaded`` and the override layers onto the schema, convert and validate."""
+    # The model name decides the schema of the model section: the last override wins over the file.
+    model_name: Any = None
+    name_source = file_source
+    if "model" in loaded and loaded.model is not None:
+        model_name = loaded.model.get("name")
+    for override_source, layer in overrides:
+        if "model" in layer and "name" in layer.model:
+            model_name, name_source = layer.model.name, override_source
+    if model_name is None:
+        raise ConfigError(f"{file_source}: required key 'model.name' has no value")
+    if not isinstance(model_name, str):
+        raise ConfigError(f"{name_source}: key 'model.name' must be a string, got {model_name!r}")
+
+    model_cfg = _model_schema(model_name, name_source)
+    rest_cfg = OmegaConf.structured(_RestSchema)
+    for source, layer in [(file_source, loaded), *overrides]:
+        model_layer = layer.get("model")
+        if model_layer is not None:
+            model_values = {k: v for k, v in model_layer.items() if k != "name"}
+            model_cfg = _merge(model_cfg, OmegaConf.create(model_values), source, prefix="model.")
+        rest_layer = {k: v for k, v in layer.items() if k != "model"}
+        rest_cfg = _merge(rest_cfg, OmegaConf.create(rest_layer), source, prefix="")
+
+    source = file_source if not overrides else f"{file_source} + overrides"
+    model_config = _to_object(model_cfg, source, prefix="model.")
+    rest: _RestSchema = _to_object(rest_cfg, source)
+    config = ExperimentConfig(
+        model=ModelSection(name=model_name, config=model_config),
+        data=rest.data,
+        training=rest.training,
+        diagnostics=rest.diagnostics,
+        provenance=rest.provenance,
+    )
+    validate_config(config, source)
+    return config
+
+
+def _choice(value: str | None, valid: tuple[str, ...], key: str, source: str, nullable: bool) -> str | None:
+    if nullable and (value is None or value == "none"):
+        return None
+    if value not in valid:
+        allowed = list(valid) + (["null"] if nullable else [])
+        raise ConfigError(f"{source}: key {key!r}: invalid value {value!r}; valid: {allowed}")
+    return value
+
+
+def _require(condition: bool, source: str, key: str, message: str) -> None:
+    if not condition:
+        raise ConfigError(f"{source}: key {key!r}: {message}")
+
+
+def validate_config(config: ExperimentConfig, source: str = "<config>") -> None:
+    """Check values against their allowed sets and ranges (types are checked while loading).
+
+    Normalises ``"none"`` to null in the switch fields (``grad_clip.norm``, ``lr_decay.kind``).
+
+    Raises:
+        ConfigError: naming ``source`` and the dotted key.
+    """
+    t = config.training
+    _choice(t.device, DEVICES, "training.device", source, nullable=False)
+    _choice(t.precision, PRECISIONS, "training.precision", source, nullable=False)
+    _choice(t.optimizer.name, OPTIMIZERS, "training.optimizer.name", source, nullable=False)
+    t.grad_clip.norm = _choice(t.grad_clip.norm, CLIP_NORMS, "training.grad_clip.norm", source, True)
+    t.lr_decay.kind = _choice(t.lr_decay.kind, LR_DECAY_KINDS, "training.lr_decay.kind", source, True)
+    _require(t.max_steps >= 0, source, "training.max_steps", f"must be >= 0, got {t.max_steps}")
+    _require(t.batch_size >= 1, source, "training.batch_size", f"must be >= 1, got {t.batch_size}")
+    for key in ("checkpoint_every", "log_every"):
+        value = getattr(t, key)
+        _require(value >= 0, source, f"training.{key}", f"must be >= 0, got {value}")
+    _require(t.log_every >= 1, source, "training.log_every", f"must be >= 1, got {t.log_every}")
+    if t.num_threads is not None:
+        _require(t.num_threads >= 1, source, "training.num_threads", f"must be >= 1, got {t.num_threads}")
+    _require(
+        t.max_consecutive_bad_steps >= 1,
+        source,
+        "training.max_consecutive_bad_steps",
+        f"must be >= 1, got {t.max_consecutive_bad_steps}",
+    )
+    opt = t.optimizer
+    _require(len(opt.betas) == 2, source, "training.optimizer.betas", f"needs 2 values, got {opt.betas}")
+    _require(opt.lr >= 0, source, "training.optimizer.lr", f"must be >= 0, got {opt.lr}")
+    _require(opt.warmup_steps >= 0, source, "training.optimizer.warmup_steps", "must be >= 0")
+    for name, group in opt.groups.items():
+        prefix = f"training.optimizer.groups.{name}"
+        if group.lr is not None:
+            _require(group.lr >= 0, source, f"{prefix}.lr", f"must be >= 0, got {group.lr}")
+        if group.warmup_steps is not None:
+            _require(group.warmup_steps >= 0, source, f"{prefix}.warmup_steps", "must be >= 0")
+    if t.grad_clip.norm is not None:
+        _require(
+            t.grad_clip.max_norm > 0,
+            source,
+            "training.grad_clip.max_norm",
+            f"must be > 0 when grad_clip.norm is {t.grad_clip.norm!r}, got {t.grad_clip.max_norm}",
+        )
+    decay = t.lr_decay
+    if decay.kind == "exponential":
+        _require(decay.half_life > 0, source, "training.lr_decay.half_life", "must be > 0 for exponential")
+        _require(decay.start_step >= 0, source, "training.lr_decay.start_step", "must be >= 0")
+    if decay.kind == "plateau":
+        _require(decay.patience >= 1, source, "training.lr_decay.patience", "must be >= 1 for plateau")
+        _require(0 < decay.factor < 1, source, "training.lr_decay.factor", "must be in (0, 1) for plateau")
+        _require(
+            t.validation.every > 0,
+            source,
+            "training.validation.every",
+            "must be > 0 when training.lr_decay.kind is 'plateau' (the plateau rule needs validation)",
+        )
+    for name, schedule in t.hyperparameter_schedules.items():
+        prefix = f"training.hyperparameter_schedules.{name}"
+        _choice(schedule.kind, SCHEDULE_KINDS, f"{prefix}.kind", source, nullable=False)
+        if schedule.kind != "constant":
+            _require(schedule.steps > 0, source, f"{prefix}.steps", f"must be > 0 for {schedule.kind!r}")
+        if schedule.kind == "exponential":
+            _require(schedule.start > 0 and schedule.end > 0, source, prefix, "start and end must be > 0")
+    v = t.validation
+    _require(v.every >= 0, source, "training.validation.every", f"must be >= 0, got {v.every}")
+    if v.num_batches is not None:
+        _require(v.num_batches >= 1, source, "training.validation.num_batches", "must be >= 1")
+    if v.batch_size is not None:
+        _require(v.batch_size >= 1, source, "training.validation.batch_size", "must be >= 1")
+    d = config.diagnostics
+    for key in ("every", "images_every"):
+        _require(getattr(d, key) >= 0, source, f"diagnostics.{key}", "must be >= 0")
+    _require(d.jacobian_iterations >= 1, source, "diagnostics.jacobian_iterations", "must be >= 1")
+    _require(d.jacobian_max_samples >= 1, source, "diagnostics.jacobian_max_samples", "must be >= 1")
+    _require(d.max_images >= 1, source, "diagnostics.max_images", "must be >= 1")
+    _require(config.data.image_size >= 1, source, "data.image_size", "must be >= 1")
+    _require(config.data.num_workers >= 0, source, "data.num_workers", "must be >= 0")
+
+
+# ----------------------------------------------------------------------------------------------------
+# Saving
+# ----------------------------------------------------------------------------------------------------
+
+
+def config_to_dict(config: ExperimentConfig) -> dict[str, Any]:
+    """The config as plain YAML-ready data, with the flat ``model:`` section of the file format."""
+    model_values = OmegaConf.to_container(OmegaConf.structured(config.model.config))
+    assert isinstance(model_values, dict)
+    out: dict[str, Any] = {"model": {"name": config.model.name, **model_values}}
+    for section in ("data", "training", "diagnostics", "provenance"):
+        values = OmegaConf.to_container(OmegaConf.structured(getattr(config, section)))
+        out[section] = values
+    return out
+
+
+def save_config(config: ExperimentConfig, path: str | Path) -> None:
+    """Write ``config`` as YAML that :func:`load_config` reads back to an equal config."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = yaml.safe_dump(config_to_dict(config), sort_keys=False, default_flow_style=False)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
+def apply_overrides(config: ExperimentConfig, overrides: Mapping[str, Any]) -> ExperimentConfig:
+    """A validated copy of ``config`` with dotted overrides applied (for Python callers).
+
+    Args:
+        config: a validated config.
+        overrides: dotted key -> value, e.g. ``{"training.max_steps": 10, "model.num_slots": 5}``.
+
+    Raises:
+        ConfigError: as :func:`load_config`.
+    """
+    layers = []
+    for key, value in overrides.items():
+        nested: Any = value
+        for part in reversed(key.split(".")):
+            nested = {part: nested}
+        if key.split(".", 1)[0] not in SECTIONS:
+            raise ConfigError(f"override {key!r}: unknown key; top-level sections: {list(SECTIONS)}")
+        layers.append((f"override {key!r}", OmegaConf.create(nested)))
+    return _build("<config>", OmegaConf.create(config_to_dict(config)), layers)
