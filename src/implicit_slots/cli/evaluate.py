@@ -1,0 +1,65 @@
+"""``implicit-slots evaluate``: evaluate a run's last checkpoint and write RUN_DIR/eval/metrics.json.
+
+Usage::
+
+    implicit-slots evaluate RUN_DIR [--split test] [--fid-weights PATH] [--max-images N] [--batch-size B]
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from implicit_slots.cli import CommandError
+
+
+def register(subparsers: Any) -> None:
+    """Add the ``evaluate`` sub-command."""
+    parser = subparsers.add_parser(
+        "evaluate",
+        help="evaluate a trained run (writes RUN_DIR/eval/metrics.json)",
+        description="Evaluate the last checkpoint of a run folder with its model's evaluator.",
+    )
+    parser.add_argument(
+        "run_dir", metavar="RUN_DIR", type=Path, help="run folder written by `implicit-slots train`"
+    )
+    parser.add_argument("--split", default="test", help="dataset split (default: test)")
+    parser.add_argument("--fid-weights", type=Path, default=None, help="standard FID Inception weights file")
+    parser.add_argument("--max-images", type=int, default=None, help="evaluate at most N images")
+    parser.add_argument("--batch-size", type=int, default=None, help="batch size (default: the run's)")
+    parser.add_argument(
+        "--device", default="auto", choices=["auto", "cpu", "cuda"], help="device (default: auto)"
+    )
+    parser.add_argument(
+        "--seed", type=int, default=None, help="evaluation seed (default: the run's training seed)"
+    )
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the command; returns the exit code."""
+    from implicit_slots.evaluation.runner import EvaluationRunError, evaluate_run
+
+    for name in ("max_images", "batch_size"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            raise CommandError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
+    try:
+        result = evaluate_run(
+            args.run_dir,
+            args.split,
+            fid_weights=args.fid_weights,
+            max_images=args.max_images,
+            batch_size=args.batch_size,
+            device=args.device,
+            seed=args.seed,
+        )
+    except EvaluationRunError as error:
+        raise CommandError(str(error)) from error
+    print(f"| metric ({result.split}, step {result.checkpoint_step}) | value |")
+    print("|---|---|")
+    for name, value in result.metrics.items():
+        print(f"| {name} | {value:.6g} |")
+    print(f"\nwritten: {result.path}")
+    return 0

@@ -1,0 +1,159 @@
+"""Evaluate a finished (or checkpointed) run: load it, call the model's evaluator, write metrics.json.
+
+``evaluate_run(RUN_DIR)`` reads ``RUN_DIR/config.yaml`` and ``RUN_DIR/checkpoints/last.pt``, rebuilds the
+model and the requested split of the dataset, calls ``get_evaluator(model_name)`` and writes
+``RUN_DIR/eval/metrics.json``::
+
+    {"run_dir": ..., "model": "slate", "split": "test", "checkpoint_step": 250000,
+     "metrics": {"mse": ..., "num_images": ...}, "figures": ["eval/....png"], "options": {...}}
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from implicit_slots.config import ConfigError, ExperimentConfig, load_config
+from implicit_slots.evaluation import EvaluationOptions, get_evaluator
+from implicit_slots.training import data as data_module
+from implicit_slots.training.checkpoint import load_checkpoint, seed_everything
+from implicit_slots.training.data import DatasetFactory
+from implicit_slots.training.distributed import resolve_device
+from implicit_slots.training.loop import CHECKPOINT_NAME, build_model
+
+__all__ = ["EvaluationRunError", "RunEvaluation", "evaluate_run", "load_trained_model"]
+
+
+class EvaluationRunError(ValueError):
+    """The run folder cannot be evaluated (missing files, unknown model/evaluator, bad split)."""
+
+
+@dataclass
+class RunEvaluation:
+    """What :func:`evaluate_run` wrote.
+
+    Attributes:
+        path: the metrics.json file.
+        split: the evaluated split.
+        checkpoint_step: training step of the evaluated checkpoint.
+        metrics: metric name -> value (includes ``num_images``).
+        figures: figure files written by the evaluator.
+    """
+
+    path: Path
+    split: str
+    checkpoint_step: int
+    metrics: dict[str, float]
+    figures: list[Path]
+
+
+def load_trained_model(
+    run_dir: str | Path, device: torch.device | str = "cpu"
+) -> tuple[Any, ExperimentConfig, int]:
+    """(model in eval mode on ``device``, config, checkpoint step) of a run folder.
+
+    Raises:
+        EvaluationRunError: no config.yaml / checkpoint, or an invalid config.
+    """
+    run_dir = Path(run_dir)
+    config_path = run_dir / "config.yaml"
+    if not config_path.is_file():
+        raise EvaluationRunError(f"{str(run_dir)!r} is not a run folder: no config.yaml")
+    try:
+        config = load_config(config_path)
+        checkpoint = load_checkpoint(run_dir / CHECKPOINT_NAME, map_location="cpu")
+    except (ConfigError, FileNotFoundError, ValueError) as error:
+        raise EvaluationRunError(str(error)) from error
+    model = build_model(config)
+    model.load_state_dict(checkpoint["model"])
+    model.to(device).eval()
+    return model, config, int(checkpoint["step"])
+
+
+def _json_number(value: float) -> float | None:
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
+def evaluate_run(
+    run_dir: str | Path,
+    split: str = "test",
+    *,
+    fid_weights: str | Path | None = None,
+    max_images: int | None = None,
+    batch_size: int | None = None,
+    device: str = "auto",
+    seed: int | None = None,
+    dataset_factory: DatasetFactory | None = None,
+) -> RunEvaluation:
+    """Evaluate the last checkpoint of ``run_dir`` on ``split`` and write ``RUN_DIR/eval/metrics.json``.
+
+    Args:
+        run_dir: a run folder written by ``implicit-slots train``.
+        split: dataset split to evaluate.
+        fid_weights: the standard FID Inception weights file (None: the evaluator's proxy distance only).
+        max_images: evaluate at most this many images (None: the whole split).
+        batch_size: evaluation batch size (None: the run's ``training.batch_size``).
+        device: ``auto`` / ``cpu`` / ``cuda``.
+        seed: seed of evaluation randomness (None: the run's ``training.seed``).
+        dataset_factory: ``(DataConfig, split) -> Dataset`` (default: ``build_dataset``).
+
+    Raises:
+        EvaluationRunError: the run cannot be evaluated; the message says why.
+    """
+    run_dir = Path(run_dir)
+    torch_device = resolve_device(device)
+    model, config, step = load_trained_model(run_dir, torch_device)
+    try:
+        evaluator = get_evaluator(config.model.name)
+    except KeyError as error:
+        raise EvaluationRunError(str(error.args[0])) from error
+    factory = dataset_factory if dataset_factory is not None else data_module.build_dataset_split
+    try:
+        dataset = factory(config.data, split)
+    except (KeyError, ValueError, FileNotFoundError) as error:
+        message = error.args[0] if isinstance(error, KeyError) and error.args else error
+        raise EvaluationRunError(f"data (name {config.data.name!r}, split {split!r}): {message}") from error
+    if fid_weights is not None and not Path(fid_weights).is_file():
+        raise EvaluationRunError(f"--fid-weights {str(fid_weights)!r} is not a file")
+    out_dir = run_dir / "eval"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    options = EvaluationOptions(
+        out_dir=out_dir,
+        split=split,
+        batch_size=batch_size or config.training.batch_size,
+        max_images=max_images,
+        fid_weights=Path(fid_weights) if fid_weights is not None else None,
+        device=torch_device,
+        seed=config.training.seed if seed is None else seed,
+    )
+    seed_everything(options.seed)
+    report = evaluator(model, dataset, options)
+    record = {
+        "run_dir": str(run_dir),
+        "model": config.model.name,
+        "split": split,
+        "checkpoint_step": step,
+        "metrics": {name: _json_number(value) for name, value in report.metrics.items()},
+        "figures": [
+            str(Path(f).relative_to(run_dir)) if Path(f).is_relative_to(run_dir) else str(f)
+            for f in report.figures
+        ],
+        "options": {
+            "batch_size": options.batch_size,
+            "max_images": max_images,
+            "fid_weights": str(fid_weights) if fid_weights is not None else None,
+            "seed": options.seed,
+            "device": str(torch_device),
+        },
+    }
+    path = out_dir / "metrics.json"
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(record, indent=2) + "\n")
+    tmp.replace(path)
+    return RunEvaluation(path, split, step, dict(report.metrics), list(report.figures))

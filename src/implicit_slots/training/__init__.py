@@ -1,0 +1,22 @@
+"""The training engine: one loop for every model, full-state checkpoints, schedules, logging, DDP.
+
+Entry point: :func:`train` (``implicit-slots train`` on the command line). See docs/training.md.
+"""
+
+from implicit_slots.training.loop import (
+    CHECKPOINT_NAME,
+    TrainingDivergedError,
+    TrainingSetupError,
+    TrainResult,
+    build_model,
+    train,
+)
+
+__all__ = [
+    "CHECKPOINT_NAME",
+    "TrainResult",
+    "TrainingDivergedError",
+    "TrainingSetupError",
+    "build_model",
+    "train",
+]
