@@ -1,0 +1,19 @@
+"""Slot attention: the update cell, the learned initialisation, and the fixed-point module."""
+
+from implicit_slots.slot_attention.cell import CellOutput, SlotAttentionCell
+from implicit_slots.slot_attention.config import SlotAttentionConfig, build_slot_attention
+from implicit_slots.slot_attention.module import (
+    GaussianSlotInitializer,
+    SlotAttention,
+    SlotAttentionOutput,
+)
+
+__all__ = [
+    "CellOutput",
+    "GaussianSlotInitializer",
+    "SlotAttention",
+    "SlotAttentionCell",
+    "SlotAttentionConfig",
+    "SlotAttentionOutput",
+    "build_slot_attention",
+]
