@@ -220,24 +220,29 @@ class ClevrLiteDataset(ProceduralDataset):
 
     def sample_scene(self, index: int) -> dict[str, Any]:
         """The scene of sample ``index``: CLEVR's rules, re-sampled until every object is visible."""
+        return self._sample(index)[0]
+
+    def _sample(self, index: int) -> tuple[dict[str, Any], RenderScene]:
         rng = self.rng(index)
         scene: dict[str, Any] | None = None
         for attempt in range(_MAX_SCENE_ATTEMPTS):
             scene = self._sample_layout(rng)
             if scene is None:
                 continue
-            labels = self.renderer.labels(self.render_scene(scene), VISIBILITY_RESOLUTION)
+            render_scene = self.render_scene(scene)
+            labels = self.renderer.labels(render_scene, VISIBILITY_RESOLUTION)
             counts = np.bincount(labels.ravel(), minlength=len(scene["objects"]) + 1)[1:]
             if (counts >= self.min_visible_pixels).all():
-                return scene
+                return scene, render_scene
             if attempt == _MAX_SCENE_ATTEMPTS - 1:  # never reached in practice; keep only visible objects
                 keep = [obj for obj, c in zip(scene["objects"], counts) if c >= self.min_visible_pixels]
-                return {**scene, "objects": keep}
+                scene = {**scene, "objects": keep}
+                return scene, self.render_scene(scene)
         raise RuntimeError(f"{self.name}: could not place {self.num_objects_max} objects (index {index})")
 
     def render_sample(self, index: int) -> RenderedSample:
-        scene = self.sample_scene(index)
-        image, labels = self.renderer.render(self.render_scene(scene), self.image_size, self.antialias)
+        scene, render_scene = self._sample(index)
+        image, labels = self.renderer.render(render_scene, self.image_size, self.antialias)
         properties = properties_from_objects(
             scene["objects"], self.num_objects_max, where=f"{self.name}[{index}]"
         )

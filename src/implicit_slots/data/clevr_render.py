@@ -217,6 +217,7 @@ class ClevrRenderer:
         self.sky_color = sky_color
         self.ambient = ambient
         self._grids: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        self._last_primary: tuple[RenderScene, int, _Hits] | None = None
 
     # ----------------------------------------------------------------------------------------------
     def primary_rays(self, scene: RenderScene, resolution: int) -> tuple[np.ndarray, np.ndarray]:
@@ -228,9 +229,15 @@ class ClevrRenderer:
         u, v = self._grids[resolution]
         position = np.asarray(scene.camera_position, np.float64)
         forward = -position / np.linalg.norm(position)  # looks at the origin
-        right = np.cross(forward, [0.0, 0.0, 1.0])
+        right = np.array([forward[1], -forward[0], 0.0])  # forward x (0, 0, 1)
         right /= np.linalg.norm(right)
-        up = np.cross(right, forward)
+        up = np.array(
+            [
+                right[1] * forward[2] - right[2] * forward[1],
+                right[2] * forward[0] - right[0] * forward[2],
+                right[0] * forward[1] - right[1] * forward[0],
+            ]
+        )
         half_width = math.tan(math.radians(CAMERA_FOV_DEGREES) / 2.0) / scene.zoom
         directions = forward[:, None] + half_width * (
             right[:, None] * u[None] + up[:, None] * v[None]
@@ -397,9 +404,22 @@ class ClevrRenderer:
     # ----------------------------------------------------------------------------------------------
     def labels(self, scene: RenderScene, resolution: int) -> np.ndarray:
         """Object-id map ``(R, R)`` int16 at pixel centres (0 background/mirror/sky, k+1 object k)."""
-        origin, directions = self.primary_rays(scene, resolution)
-        hits = self._trace(_Geometry(scene.objects), scene.mirror, origin, directions)
+        hits = self._primary_hits(scene, _Geometry(scene.objects), resolution)
         return np.maximum(hits.ids, 0).reshape(resolution, resolution)
+
+    def _primary_hits(self, scene: RenderScene, geometry: _Geometry, resolution: int) -> _Hits:
+        """Trace the camera rays; the last result is memoised (a check render followed by the same-size
+        render of the same scene traces once)."""
+        if (
+            self._last_primary is not None
+            and self._last_primary[0] is scene
+            and self._last_primary[1] == resolution
+        ):
+            return self._last_primary[2]
+        origin, directions = self.primary_rays(scene, resolution)
+        hits = self._trace(geometry, scene.mirror, origin, directions)
+        self._last_primary = (scene, resolution, hits)
+        return hits
 
     def render(
         self, scene: RenderScene, image_size: int, antialias: int = 1
@@ -418,8 +438,7 @@ class ClevrRenderer:
         """
         geometry = _Geometry(scene.objects)
         resolution = image_size * antialias
-        origin, directions = self.primary_rays(scene, resolution)
-        hits = self._trace(geometry, scene.mirror, origin, directions)
+        hits = self._primary_hits(scene, geometry, resolution)
         palette = np.empty((3, len(scene.objects) + 1), _FLOAT)  # column k+1: object k; 0: floor
         palette[:, 0] = self.floor_albedo
         for k, obj in enumerate(scene.objects):
