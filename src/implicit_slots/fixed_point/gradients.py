@@ -148,14 +148,16 @@ class ImplicitGradient(GradientEstimator):
         backward_solver = self.backward_solver
         solving = [False]  # the vector-Jacobian products below pass through this hook again
 
-        def solve_adjoint(grad: Tensor) -> Tensor | None:
-            if solving[0]:
+        def solve_adjoint(grad: Tensor | None) -> Tensor | None:
+            if solving[0] or grad is None:
                 return None
 
             # u = vjp(u) + g, i.e. uᵀ = uᵀ J + g, solved from u0 = 0 (DEQ's backward hook).
             def adjoint_map(u: Tensor) -> Tensor:
                 (vjp,) = torch.autograd.grad(f_z, z_star, u, retain_graph=True)
-                return vjp + grad
+                return vjp + upstream
+
+            upstream = grad
 
             solving[0] = True
             try:

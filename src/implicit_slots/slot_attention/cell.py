@@ -84,7 +84,9 @@ class SlotAttentionCell(nn.Module):
         num_inputs = logits.shape[2]
         # Softmax over slots (jointly with heads, as SLATE): slots compete for each input.
         logits = logits.transpose(1, 2).reshape(batch, num_inputs, heads * num_slots)  # (B, N, H*K)
-        attention = F.softmax(logits.float(), dim=-1).to(values.dtype)
+        # Softmax in at least fp32 (under bf16 autocast the logits arrive in bf16).
+        attention = F.softmax(logits.to(torch.promote_types(logits.dtype, torch.float32)), dim=-1)
+        attention = attention.to(values.dtype)
         attention = attention.view(batch, num_inputs, heads, num_slots).transpose(1, 2)  # (B, H, N, K)
         weights = attention + self.epsilon
         weights = weights / weights.sum(dim=2, keepdim=True)  # weighted mean over inputs
