@@ -113,9 +113,9 @@ def test_unrolled_requires_iteration_solver() -> None:
 def test_unknown_names_list_valid_ones() -> None:
     problem = TanhContraction.random()
     z0 = torch.zeros(3, 5, dtype=torch.float64)
-    with pytest.raises(KeyError, match="anderson.*broyden.*iteration"):
+    with pytest.raises(KeyError, match=r"anderson.*broyden.*iteration"):
         solve(problem, z0, solver="newton")
-    with pytest.raises(KeyError, match="ift.*neumann.*unrolled"):
+    with pytest.raises(KeyError, match=r"ift.*neumann.*unrolled"):
         solve(problem, z0, gradient="phantom")
 
 

@@ -95,7 +95,7 @@ def test_unrolled_with_broyden_is_refused() -> None:
 
 
 def test_unknown_variant_lists_valid_ones() -> None:
-    with pytest.raises(KeyError, match="vanilla.*IN.*IB.*BN.*BB"):
+    with pytest.raises(KeyError, match=r"vanilla.*IN.*IB.*BN.*BB"):
         make("implicit")
 
 
