@@ -44,7 +44,7 @@ def test_schema_shapes_ranges_and_one_hot_masks(name: str) -> None:
     for i in range(3):
         s = ds[i]
         assert s["image"].shape == (3, 32, 32) and s["image"].dtype == torch.float32
-        assert 0.0 <= float(s["image"].min()) and float(s["image"].max()) <= 1.0
+        assert float(s["image"].min()) >= 0.0 and float(s["image"].max()) <= 1.0
         assert s["masks"].shape == (k + 1, 32, 32) and s["masks"].dtype == torch.float32
         assert torch.equal(s["masks"].sum(0), torch.ones(32, 32))  # partition of the image
         assert set(torch.unique(s["masks"]).tolist()) <= {0.0, 1.0}
@@ -54,7 +54,11 @@ def test_schema_shapes_ranges_and_one_hot_masks(name: str) -> None:
 
 
 def test_default_split_sizes() -> None:
-    assert [len(build_dataset("sprites", split)) for split in ("train", "val", "test")] == [50_000, 1_000, 1_000]
+    assert [len(build_dataset("sprites", split)) for split in ("train", "val", "test")] == [
+        50_000,
+        1_000,
+        1_000,
+    ]
     assert len(build_dataset("clevr-lite", "val", num_samples=7)) == 7
 
 
@@ -117,7 +121,12 @@ def test_properties_agree_with_scene_and_masks(name: str) -> None:
         for row, obj in enumerate(objects):
             x, y, z = obj["3d_coords"]
             np.testing.assert_allclose(props[row, :3], [(x + 3) / 6, (y + 3) / 6, (z + 3) / 6], rtol=1e-6)
-            for key, vocabulary in (("size", SIZES), ("material", MATERIALS), ("shape", SHAPES), ("color", COLORS)):
+            for key, vocabulary in (
+                ("size", SIZES),
+                ("material", MATERIALS),
+                ("shape", SHAPES),
+                ("color", COLORS),
+            ):
                 one_hot = props[row, PROPERTY_SLICES[key]]
                 assert one_hot.sum() == 1 and vocabulary[int(one_hot.argmax())] == obj[key]
             r = ds.sizes[obj["size"]]
