@@ -79,3 +79,14 @@ def test_truncated_and_corrupt_records_name_the_file(tmp_path) -> None:
     gz.write_bytes(gzip.compress(data)[:-25])
     with pytest.raises(TFRecordError, match=r"cut\.gz\.tfrecords"):
         list(read_records(gz))
+
+
+@pytest.mark.parametrize("length", [1023, 1024, 1025, 4099, 70001])
+def test_vectorised_crc32c_matches_bytewise(length: int) -> None:
+    data = np.random.default_rng(length).integers(0, 256, length, dtype=np.uint8).tobytes()
+    crc = 0xFFFFFFFF
+    for byte in data:  # the definition, one byte at a time (reflected polynomial 0x82F63B78)
+        crc ^= byte
+        for _ in range(8):
+            crc = (crc >> 1) ^ 0x82F63B78 if crc & 1 else crc >> 1
+    assert crc32c(data) == crc ^ 0xFFFFFFFF
