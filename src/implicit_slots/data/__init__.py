@@ -9,6 +9,7 @@ Entry point::
 See :mod:`implicit_slots.data.schema` for the sample schema and docs/data.md for every dataset.
 """
 
+from implicit_slots.data.images import ImageReadError
 from implicit_slots.data.registry import (
     SPLITS,
     DatasetSpec,
@@ -26,9 +27,11 @@ from implicit_slots.data.schema import (
     PROPERTY_SLICES,
     SHAPES,
     SIZES,
+    SceneSchemaError,
     masks_from_labels,
     properties_from_objects,
 )
+from implicit_slots.data.tfrecord import TFRecordError
 
 __all__ = [
     "COLORS",
@@ -39,7 +42,10 @@ __all__ = [
     "SIZES",
     "SPLITS",
     "DatasetSpec",
+    "ImageReadError",
     "ObjectDataset",
+    "SceneSchemaError",
+    "TFRecordError",
     "available_datasets",
     "build_dataset",
     "get_dataset_spec",

@@ -254,7 +254,6 @@ class ClevrRenderer:
         source_ids: np.ndarray | None = None,
     ) -> _Hits:
         """Nearest hit among floor, mirror and objects; rays never hit the object they start on."""
-        n = directions.shape[1]
         dz = directions[2]
         oz = origins[2]
         with np.errstate(divide="ignore", invalid="ignore"):
@@ -289,7 +288,6 @@ class ClevrRenderer:
             hit_rays = rays[closer]
             t[hit_rays] = t_k[closer]
             ids[hit_rays] = k + 1
-        del n
         return _Hits(t, ids, origins, directions)
 
     def _normals(self, geometry: _Geometry, hits: _Hits) -> np.ndarray:

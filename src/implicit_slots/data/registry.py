@@ -4,8 +4,8 @@ Each source module registers its names on import::
 
     register_dataset("clevr-lite", build_clevr_lite, "CLEVR-like scenes rendered on the fly")
 
-A builder has the signature of :func:`build_dataset` minus ``name`` and returns an
-:class:`ObjectDataset`.
+A builder is ``build(split, image_size, seed, *, root, num_samples, **options) -> ObjectDataset`` (the
+signature of :func:`build_dataset` minus ``name``, with ``root`` already a ``Path`` or None).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from torch import Tensor
 from torch.utils.data import Dataset
@@ -53,21 +53,6 @@ class ObjectDataset(Dataset[dict[str, Tensor]]):
 
     def __getitem__(self, index: int) -> dict[str, Tensor]:
         raise NotImplementedError
-
-
-class DatasetBuilder(Protocol):
-    """The signature every registered builder has."""
-
-    def __call__(
-        self,
-        split: str,
-        image_size: int,
-        seed: int,
-        *,
-        root: Path | None,
-        num_samples: int | None,
-        **options: Any,
-    ) -> ObjectDataset: ...
 
 
 @dataclass(frozen=True)
