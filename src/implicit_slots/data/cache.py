@@ -104,8 +104,10 @@ def write_cache(
         progress: called as ``progress(done, total)`` after each sample.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     count = len(dataset)
+    if count == 0:
+        raise ValueError(f"nothing to cache: the dataset for {path.name} is empty")
+    path.parent.mkdir(parents=True, exist_ok=True)
     size = dataset.image_size
     temporary = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
     try:

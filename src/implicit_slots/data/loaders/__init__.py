@@ -1,0 +1,1 @@
+"""Loaders of real datasets from local folders (never downloaded); each module registers its names."""
