@@ -214,3 +214,11 @@ def test_cache_round_trip(name: str, tmp_path) -> None:
     # Other arguments make another entry.
     build_dataset(name, "val", image_size=24, seed=5, num_samples=3, cache_dir=tmp_path)
     assert len([p for p in tmp_path.iterdir() if not p.name.startswith(".")]) == 2
+
+
+def test_cache_key_ignores_container_types_but_not_values() -> None:
+    from implicit_slots.data.cache import cache_key
+
+    base = {"name": "x", "options": {"split_sets": ("a", "b")}}
+    assert cache_key(base) == cache_key({"name": "x", "options": {"split_sets": ["a", "b"]}})
+    assert cache_key(base) != cache_key({"name": "x", "options": {"split_sets": ["a"]}})

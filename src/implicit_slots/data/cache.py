@@ -19,7 +19,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -33,9 +33,20 @@ from implicit_slots.data.schema import masks_from_labels
 CACHE_FORMAT_VERSION = 1
 
 
+def _plain(value: Any) -> Any:
+    """Mappings -> dicts, non-string sequences -> lists (so a tuple, a list and an OmegaConf ListConfig
+    of the same items give the same key)."""
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, Sequence) and not isinstance(value, str | bytes):
+        return [_plain(v) for v in value]
+    return value
+
+
 def cache_key(arguments: Mapping[str, Any]) -> str:
     """A short stable hash of the JSON-serialisable ``arguments`` (the keys are sorted)."""
-    text = json.dumps({"format": CACHE_FORMAT_VERSION, **arguments}, sort_keys=True, default=str)
+    plain = _plain({"format": CACHE_FORMAT_VERSION, **arguments})
+    text = json.dumps(plain, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -150,7 +161,7 @@ def write_cache(
             "count": count,
             "format": CACHE_FORMAT_VERSION,
         }
-        (temporary / "meta.json").write_text(json.dumps(meta, indent=2, sort_keys=True, default=str))
+        (temporary / "meta.json").write_text(json.dumps(_plain(meta), indent=2, sort_keys=True, default=str))
         try:
             os.rename(temporary, path)
         except OSError:
