@@ -1,0 +1,177 @@
+"""``implicit-slots bench train-step``: time one SLATE training step (forward + backward + Adam).
+
+One step is what the engine does per batch: ``model.train()``, ``zero_grad``, forward, SLATE loss, backward,
+inf-norm gradient clipping at 1.0 (SLATE's) and ``Adam.step`` over the two parameter groups (dVAE 3e-4,
+main 1e-4). Inputs are uniform random images (two fixed batches, alternating). Each configuration warms up,
+then the median of the timed steps is reported, with the ratio of each variant to vanilla at the same
+iteration count. ``--profile`` adds a torch.profiler table of one step (self CPU time by operator).
+
+Example::
+
+    OMP_NUM_THREADS=1 implicit-slots bench train-step --batch-size 32 --iterations 7 15
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import statistics
+import time
+from collections.abc import Sequence
+
+import torch
+
+from implicit_slots.models.slate import Slate, SlateConfig, build_slate
+
+DESCRIPTION = "time one SLATE training step (forward + backward + Adam) for slot-attention variants"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the benchmark's options."""
+    parser.add_argument("--variants", nargs="+", default=["vanilla", "IN"], help="slot-attention variants")
+    parser.add_argument(
+        "--iterations", nargs="+", type=int, default=[7, 15], help="slot-attention iterations"
+    )
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--image-size", type=int, default=64)
+    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed steps per configuration")
+    parser.add_argument("--steps", type=int, default=5, help="timed steps per configuration")
+    parser.add_argument(
+        "--model",
+        nargs="*",
+        default=[],
+        metavar="FIELD=VALUE",
+        help="override SlateConfig fields (numbers only), e.g. d_model=128 dropout=0 attention_dropout=0",
+    )
+    parser.add_argument(
+        "--profile", action="store_true", help="also profile one step of the first configuration"
+    )
+    parser.add_argument("--profile-rows", type=int, default=15)
+
+
+def _parse_overrides(items: Sequence[str]) -> dict[str, float | int]:
+    """``["d_model=128", "dropout=0"]`` -> ``{"d_model": 128, "dropout": 0.0}`` (SlateConfig fields)."""
+    fields = {f.name: f for f in dataclasses.fields(SlateConfig) if f.name != "slot_attention"}
+    overrides: dict[str, float | int] = {}
+    for item in items:
+        name, sep, text = item.partition("=")
+        if not sep or name not in fields:
+            raise ValueError(f"--model {item!r}: expected FIELD=VALUE with FIELD in {sorted(fields)}")
+        default = getattr(SlateConfig(), name)
+        overrides[name] = type(default)(float(text)) if isinstance(default, int) else float(text)
+    return overrides
+
+
+def build_benchmark_model(
+    variant: str, num_iterations: int, image_size: int, overrides: dict[str, float | int]
+) -> Slate:
+    """A SLATE model with default sizes except the given variant, iterations, image size and overrides."""
+    base = SlateConfig()
+    slot_attention = dataclasses.replace(base.slot_attention, variant=variant, num_iterations=num_iterations)
+    config = dataclasses.replace(base, image_size=image_size, slot_attention=slot_attention)
+    for name, value in overrides.items():
+        setattr(config, name, value)
+    return build_slate(config)
+
+
+def _make_step(model: Slate) -> tuple[torch.optim.Optimizer, list[torch.nn.Parameter]]:
+    groups = model.parameter_groups()
+    optimizer = torch.optim.Adam(
+        [{"params": groups["dvae"], "lr": 3e-4}, {"params": groups["main"], "lr": 1e-4}]
+    )
+    return optimizer, groups["dvae"] + groups["main"]
+
+
+def training_step(
+    model: Slate, optimizer: torch.optim.Optimizer, parameters: list[torch.nn.Parameter], image: torch.Tensor
+) -> None:
+    """One SLATE training step (forward, loss, backward, inf-norm clip at 1.0, Adam)."""
+    optimizer.zero_grad(set_to_none=True)
+    batch = {"image": image}
+    loss = model.compute_loss(model(batch), batch).loss
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(parameters, 1.0, norm_type=float("inf"))
+    optimizer.step()
+
+
+def time_configuration(
+    variant: str,
+    num_iterations: int,
+    batch_size: int,
+    image_size: int,
+    overrides: dict[str, float | int],
+    warmup: int,
+    steps: int,
+) -> list[float]:
+    """Milliseconds of each timed training step of one configuration."""
+    torch.manual_seed(0)
+    model = build_benchmark_model(variant, num_iterations, image_size, overrides).train()
+    optimizer, parameters = _make_step(model)
+    images = [torch.rand(batch_size, 3, image_size, image_size) for _ in range(2)]
+    times = []
+    for index in range(warmup + steps):
+        start = time.perf_counter()
+        training_step(model, optimizer, parameters, images[index % 2])
+        if index >= warmup:
+            times.append((time.perf_counter() - start) * 1000.0)
+    return times
+
+
+def profile_step(
+    variant: str,
+    num_iterations: int,
+    batch_size: int,
+    image_size: int,
+    overrides: dict[str, float | int],
+    rows: int,
+) -> str:
+    """A torch.profiler table (self CPU time by operator) of one training step after two warm-up steps."""
+    from torch.profiler import ProfilerActivity, profile
+
+    torch.manual_seed(0)
+    model = build_benchmark_model(variant, num_iterations, image_size, overrides).train()
+    optimizer, parameters = _make_step(model)
+    image = torch.rand(batch_size, 3, image_size, image_size)
+    for _ in range(2):
+        training_step(model, optimizer, parameters, image)
+    with profile(activities=[ProfilerActivity.CPU]) as profiler:
+        training_step(model, optimizer, parameters, image)
+    table: str = profiler.key_averages().table(sort_by="self_cpu_time_total", row_limit=rows)
+    return table
+
+
+def run(args: argparse.Namespace) -> int:
+    """Time every (variant, iterations) pair and print a Markdown table."""
+    torch.set_num_threads(args.threads)
+    overrides = _parse_overrides(args.model)
+    print(
+        f"SLATE training step: batch {args.batch_size}, {args.image_size}x{args.image_size}, "
+        f"{args.threads} thread(s), {args.warmup} warm-up + {args.steps} timed steps, "
+        f"overrides {overrides or 'none'}"
+    )
+    print()
+    print("| variant | iterations | median ms/step | min ms | max ms | ratio to vanilla |")
+    print("|---|---|---|---|---|---|")
+    medians: dict[tuple[str, int], float] = {}
+    for num_iterations in args.iterations:
+        for variant in args.variants:
+            times = time_configuration(
+                variant, num_iterations, args.batch_size, args.image_size, overrides, args.warmup, args.steps
+            )
+            median = statistics.median(times)
+            medians[(variant, num_iterations)] = median
+            vanilla = medians.get(("vanilla", num_iterations))
+            ratio = f"{median / vanilla:.3f}" if vanilla else "-"
+            low, high = min(times), max(times)
+            print(f"| {variant} | {num_iterations} | {median:.0f} | {low:.0f} | {high:.0f} | {ratio} |")
+    if args.profile:
+        variant, num_iterations = args.variants[0], args.iterations[0]
+        print()
+        print(f"Profile of one step ({variant}, {num_iterations} iterations):")
+        print(
+            profile_step(
+                variant, num_iterations, args.batch_size, args.image_size, overrides, args.profile_rows
+            )
+        )
+    return 0

@@ -1,0 +1,142 @@
+"""Evaluation of SLATE runs: reconstruction errors, cross-entropy, FID (or a labelled proxy), a figure.
+
+Metrics (``metrics.json`` keys), on the first ``max_images`` images of the split, in eval mode:
+
+- ``mse_dvae``: the dVAE reconstruction of the argmax tokens, clamped to [0, 1];
+- ``mse_autoregressive``: the reconstruction *through the slots*, the paper's Table-3 images: argmax dVAE
+  tokens -> slots -> tokens re-generated one by one (greedy, key/value cache) -> dVAE decoder -> clamp;
+- both MSEs in SLATE's convention (:func:`implicit_slots.metrics.per_image_squared_error`: sum of squared
+  errors over pixels and channels of images in [0, 1], averaged over images);
+- ``cross_entropy``: the decoder's teacher-forced cross-entropy of the argmax tokens, summed over tokens and
+  averaged over images (SLATE's training-loss scale);
+- ``fid`` (with ``--fid-weights``) or ``proxy_feature_distance`` (without; not FID) between the input images
+  and the autoregressive reconstructions (:func:`implicit_slots.metrics.build_image_distance`);
+- ``relative_residual``: mean forward relative residual of the slot-attention fixed point;
+- ``num_images``.
+
+The figure ``slate_<split>.png`` has one row per image (up to 8): input | dVAE reconstruction |
+reconstruction through the slots | one attention-mask overlay per slot.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset, Subset
+
+from implicit_slots.evaluation import EvaluationOptions, EvaluationReport, register_evaluator
+from implicit_slots.metrics import build_image_distance, per_image_squared_error
+from implicit_slots.models.base import ObjectCentricModel
+from implicit_slots.models.slate import Slate, SlateOutput, attention_overlays
+
+FIGURE_ROWS = 8  # images shown in the figure
+_GAP = 2  # white pixels between panels
+_HEADER = 14  # pixels of the label row
+
+
+def _image_batches(dataset: Dataset, batch_size: int, max_images: int | None) -> Iterator[Tensor]:
+    """Image tensors (B, 3, H, W) of the first ``max_images`` samples, in dataset order."""
+    total = len(dataset)  # type: ignore[arg-type]
+    count = total if max_images is None else min(max_images, total)
+    loader = DataLoader(Subset(dataset, range(count)), batch_size=batch_size, shuffle=False, num_workers=0)
+    for batch in loader:
+        yield batch["image"]
+
+
+def save_figure(panels: list[tuple[str, Tensor]], path: Path, scale: int = 2) -> Path:
+    """Write a grid of labelled image columns as a PNG.
+
+    Args:
+        panels: (label, images (N, 3, H, W) in [0, 1]) per column; every column has the same N, H, W.
+        path: where to write the PNG.
+        scale: nearest-neighbour magnification of every image.
+
+    Returns:
+        ``path``.
+    """
+    count, _, height, width = panels[0][1].shape
+    cell_h, cell_w = height * scale, width * scale
+    canvas = Image.new(
+        "RGB", (len(panels) * (cell_w + _GAP) + _GAP, _HEADER + count * (cell_h + _GAP) + _GAP), "white"
+    )
+    draw = ImageDraw.Draw(canvas)
+    for column, (label, images) in enumerate(panels):
+        left = _GAP + column * (cell_w + _GAP)
+        draw.text((left + 1, 1), label, fill="black")
+        pixels = (images.detach().float().clamp(0, 1).cpu() * 255).round().to(torch.uint8)
+        for row in range(count):
+            array = np.ascontiguousarray(pixels[row].permute(1, 2, 0).numpy())
+            tile = Image.fromarray(array).resize((cell_w, cell_h), Image.Resampling.NEAREST)
+            canvas.paste(tile, (left, _HEADER + _GAP + row * (cell_h + _GAP)))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    canvas.save(path)
+    return path
+
+
+@torch.no_grad()
+def evaluate_slate(
+    model: ObjectCentricModel, dataset: Dataset, options: EvaluationOptions
+) -> EvaluationReport:
+    """Evaluate a SLATE model on one split (see the module docstring for the metrics).
+
+    Args:
+        model: a :class:`Slate` model (moved to ``options.device`` and put in eval mode here).
+        dataset: the split; items are dicts with ``"image"`` float (3, H, W) in [0, 1].
+        options: batch size, image limit, FID weights, device, seed and the figure folder.
+
+    Returns:
+        The metrics and the path of the figure.
+    """
+    if not isinstance(model, Slate):
+        raise TypeError(f"the slate evaluator needs a Slate model, got {type(model).__name__}")
+    if len(dataset) == 0:  # type: ignore[arg-type]
+        raise ValueError(f"split {options.split!r} has no images to evaluate")
+    device = options.device
+    model = model.to(device).eval()
+    distance = build_image_distance(options.fid_weights, device)
+    # The initial slots are random: seed the global generator so that evaluations are repeatable.
+    torch.manual_seed(options.seed)
+    totals = {"mse_dvae": 0.0, "mse_autoregressive": 0.0, "cross_entropy": 0.0, "relative_residual": 0.0}
+    num_images = 0
+    figure_panels: list[tuple[str, Tensor]] | None = None
+    for image in _image_batches(dataset, options.batch_size, options.max_images):
+        image = image.to(device)
+        batch = {"image": image}
+        output = model(batch)
+        assert isinstance(output, SlateOutput)
+        generated = model.generate_tokens(output.slot_attention.slots)  # (B, T)
+        autoregressive = model.decode_image_tokens(generated)  # (B, 3, H, W) in [0, 1]
+        dvae_reconstruction = output.dvae_reconstruction.clamp(0.0, 1.0)
+        count = image.shape[0]
+        totals["mse_dvae"] += float(per_image_squared_error(image, dvae_reconstruction).sum())
+        totals["mse_autoregressive"] += float(per_image_squared_error(image, autoregressive).sum())
+        totals["cross_entropy"] += float(model.compute_loss(output, batch).terms["cross_entropy"]) * count
+        totals["relative_residual"] += float(output.slot_attention.relative_residual.float().sum())
+        distance.update(image, real=True)
+        distance.update(autoregressive, real=False)
+        num_images += count
+        if figure_panels is None:
+            shown = slice(0, min(FIGURE_ROWS, count))
+            masks = model.attention_masks(output.slot_attention.attention[shown])
+            overlays = attention_overlays(image[shown], masks)  # (N, K, 3, H, W)
+            figure_panels = [
+                ("input", image[shown]),
+                ("dVAE", dvae_reconstruction[shown]),
+                ("slots", autoregressive[shown]),
+                *((f"slot {k + 1}", overlays[:, k]) for k in range(overlays.shape[1])),
+            ]
+    metrics = {name: total / num_images for name, total in totals.items()}
+    if num_images >= 2:
+        metrics[distance.name] = distance.compute()
+    metrics["num_images"] = float(num_images)
+    assert figure_panels is not None
+    figure = save_figure(figure_panels, Path(options.out_dir) / f"slate_{options.split}.png")
+    return EvaluationReport(metrics=metrics, figures=[figure])
+
+
+register_evaluator("slate", evaluate_slate)
