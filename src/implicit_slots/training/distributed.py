@@ -7,14 +7,16 @@ present the engine joins the process group (NCCL on CUDA, gloo on CPU) and wraps
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.distributed as dist
 from torch import Tensor
 
-__all__ = ["DistributedContext", "resolve_device", "setup_distributed"]
+__all__ = ["DistributedContext", "register_output_pytrees", "resolve_device", "setup_distributed"]
 
 
 def resolve_device(preference: str, local_rank: int = 0) -> torch.device:
@@ -59,17 +61,21 @@ class DistributedContext:
         """Rank 0 logs and writes checkpoints."""
         return self.rank == 0
 
+    def _all_reduce(self, tensor: Tensor, op: dist.ReduceOp.RedOpType) -> Tensor:
+        if not self.distributed:
+            return tensor
+        # NCCL reduces CUDA tensors only; gloo takes CPU tensors.
+        on_device = tensor.to(self.device)
+        dist.all_reduce(on_device, op=op)
+        return on_device.to(tensor.device)
+
     def all_reduce_sum(self, tensor: Tensor) -> Tensor:
-        """Sum over ranks (a no-op in single-process runs)."""
-        if self.distributed:
-            dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
-        return tensor
+        """Sum over ranks (the tensor itself in single-process runs), on ``tensor``'s device."""
+        return self._all_reduce(tensor, dist.ReduceOp.SUM)
 
     def all_reduce_max(self, tensor: Tensor) -> Tensor:
-        """Maximum over ranks (a no-op in single-process runs)."""
-        if self.distributed:
-            dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
-        return tensor
+        """Maximum over ranks (the tensor itself in single-process runs), on ``tensor``'s device."""
+        return self._all_reduce(tensor, dist.ReduceOp.MAX)
 
     def all_gather_object(self, value: object) -> list[object]:
         """Every rank's ``value``, in rank order."""
@@ -103,3 +109,47 @@ def setup_distributed(device_preference: str) -> DistributedContext:
         dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
         owns_group = True
     return DistributedContext(rank, world_size, local_rank, device, distributed=True, owns_group=owns_group)
+
+
+def _flatten_dataclass(obj: Any) -> tuple[list[Any], Any]:
+    names = tuple(f.name for f in dataclasses.fields(obj))
+    return [getattr(obj, name) for name in names], (type(obj), names)
+
+
+def _unflatten_dataclass(values: Any, context: Any) -> Any:
+    cls, names = context
+    obj = cls.__new__(cls)  # no __init__ / __post_init__: the fields are set as they were
+    for name, value in zip(names, values):
+        object.__setattr__(obj, name, value)
+    return obj
+
+
+def register_output_pytrees(obj: Any) -> None:
+    """Make every dataclass in a model output a pytree node (recursively), once per type.
+
+    DistributedDataParallel finds the output tensors it must route through its autograd "sink" with
+    ``torch.utils._pytree.tree_flatten``, which treats unregistered dataclasses as opaque leaves. With
+    ``ModelOutput`` dataclasses DDP then never syncs gradients under ``static_graph`` and cannot handle
+    outputs that do not reach the loss (the slot-attention output's ``initial_slots``). The engine calls
+    this from a forward hook, before DDP inspects the output.
+    """
+    from torch.utils import _pytree as pytree
+
+    if not dataclasses.is_dataclass(obj) or isinstance(obj, type):
+        if isinstance(obj, (list, tuple)):
+            for item in obj:
+                register_output_pytrees(item)
+        elif isinstance(obj, dict):
+            for item in obj.values():
+                register_output_pytrees(item)
+        return
+    cls = type(obj)
+    if cls not in pytree.SUPPORTED_NODES:
+        pytree.register_pytree_node(
+            cls,
+            _flatten_dataclass,
+            _unflatten_dataclass,
+            serialized_type_name=f"{cls.__module__}.{cls.__qualname__}",
+        )
+    for field in dataclasses.fields(obj):
+        register_output_pytrees(getattr(obj, field.name))

@@ -1,10 +1,10 @@
 """Run logging: ``metrics.jsonl``, TensorBoard events and a console progress display (rank 0 only).
 
 ``metrics.jsonl`` holds one JSON object per logged step, always with ``step`` and ``loss`` on training
-lines (``{"step": 100, "loss": 0.12, "lr/main": 1e-4, ...}``); validation and diagnostics values go into
-the object of the step they were computed at. On resume from step ``s`` the lines after ``s`` (written
-by the interrupted run after its last checkpoint) are dropped and TensorBoard purges its events after
-``s``, so both logs read as one uninterrupted run.
+lines (NaN/Inf written as ``null``), e.g. ``{"step": 100, "loss": 0.12, "lr/main": 1e-4, ...}``;
+validation and diagnostics values go into the object of the step they were computed at. On resume from
+step ``s`` the lines after ``s`` (written by the interrupted run after its last checkpoint) are dropped
+and TensorBoard purges its events after ``s``, so both logs read as one uninterrupted run.
 """
 
 from __future__ import annotations
@@ -42,6 +42,11 @@ def truncate_metrics(path: Path, last_step: int) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text("".join(json.dumps(record) + "\n" for record in kept))
     tmp.replace(path)
+
+
+def _finite_or_none(value: float) -> float | None:
+    value = float(value)
+    return value if math.isfinite(value) else None
 
 
 def _format_duration(seconds: float) -> str:
@@ -99,7 +104,8 @@ class RunLogger:
         if not self.enabled or not values:
             return
         assert self._file is not None
-        record = {"step": step, **{key: float(value) for key, value in values.items()}}
+        # Non-finite values (a skipped step's NaN loss) become null: metrics.jsonl stays strict JSON.
+        record = {"step": step, **{key: _finite_or_none(value) for key, value in values.items()}}
         self._file.write(json.dumps(record) + "\n")
         self._file.flush()
         for key, value in values.items():

@@ -50,7 +50,7 @@ from implicit_slots.training.checkpoint import (
     seed_everything,
 )
 from implicit_slots.training.data import BatchStream, DatasetFactory, SamplerState, ShardedEpochOrder
-from implicit_slots.training.distributed import DistributedContext, setup_distributed
+from implicit_slots.training.distributed import DistributedContext, register_output_pytrees, setup_distributed
 from implicit_slots.training.gradients import clip_gradients, total_gradient_norm
 from implicit_slots.training.logger import RunLogger
 from implicit_slots.training.schedules import LearningRateSchedule, PlateauState, hyperparameter_values
@@ -216,10 +216,17 @@ def _slot_attention_diagnostics(
     if config.diagnostics.jacobian and ctx.is_main:
         from implicit_slots.diagnostics import slot_attention_jacobian_norm
 
+        n = config.diagnostics.jacobian_max_samples
+        subset = replace(
+            sa_output,
+            slots=sa_output.slots[:n].detach().float(),
+            inputs=sa_output.inputs[:n].detach().float(),
+        )
+        generator = torch.Generator(ctx.device).manual_seed(0)
         with _isolated_rng(ctx.device), torch.autocast(ctx.device.type, enabled=False):
             norms = slot_attention_jacobian_norm(
-                model.slot_attention, sa_output, iterations=config.diagnostics.jacobian_iterations
-            ).float()  # (B,)
+                model.slot_attention, subset, config.diagnostics.jacobian_iterations, generator
+            ).float()  # (n,)
         values["diag/jacobian_norm_mean"] = float(norms.mean())
         values["diag/jacobian_norm_max"] = float(norms.max())
     return values
@@ -417,6 +424,7 @@ def _train(
     )
     ddp_model: nn.Module = model
     if ctx.distributed:
+        model.register_forward_hook(lambda module, inputs, output: register_output_pytrees(output))
         ddp_model = DistributedDataParallel(
             model,
             device_ids=[device.index] if device.type == "cuda" else None,

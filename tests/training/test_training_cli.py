@@ -1,0 +1,120 @@
+"""``implicit-slots train`` / ``evaluate`` in-process: the run folder, the interface, errors, evaluation."""
+
+import json
+import signal
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from tiny_training_setup import MODEL_NAME, tiny_dataset_factory, write_config
+
+from implicit_slots.cli import main
+from implicit_slots.evaluation import EvaluationOptions, EvaluationReport, register_evaluator
+from implicit_slots.training import data as data_module
+from implicit_slots.training.checkpoint import load_checkpoint
+from implicit_slots.training.logger import read_metrics
+
+
+@pytest.fixture(autouse=True)
+def _tiny_data(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(data_module, "build_dataset_split", tiny_dataset_factory)
+
+
+def test_train_writes_the_run_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config = write_config(tmp_path / "exp.yaml")
+    run_dir = tmp_path / "run"
+    # The exact interface: config, --run-dir, then overrides of the five keys every model has.
+    code = main(
+        [
+            "train",
+            str(config),
+            "--run-dir",
+            str(run_dir),
+            "training.max_steps=4",
+            "training.batch_size=2",
+            "training.seed=3",
+            "training.checkpoint_every=2",
+            "training.log_every=2",
+        ]
+    )
+    assert code == 0
+    assert "completed at step 4" in capsys.readouterr().out
+    saved = yaml.safe_load((run_dir / "config.yaml").read_text())
+    assert saved["training"]["max_steps"] == 4 and saved["training"]["seed"] == 3
+    assert saved["provenance"]["package_version"] == "0.1.0"
+    assert [r["step"] for r in read_metrics(run_dir / "metrics.jsonl")] == [2, 4]
+    assert load_checkpoint(run_dir / "checkpoints/last.pt")["step"] == 4
+    assert list(run_dir.glob("events.out.tfevents.*"))
+
+    # --resume with an override extends the run.
+    assert main(["train", "--resume", str(run_dir), "training.max_steps=6"]) == 0
+    assert [r["step"] for r in read_metrics(run_dir / "metrics.jsonl")] == [2, 4, 6]
+    assert yaml.safe_load((run_dir / "config.yaml").read_text())["training"]["max_steps"] == 6
+
+
+def test_default_run_dir_is_named_after_the_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    config = write_config(tmp_path / "fig5_vanilla.yaml")
+    monkeypatch.chdir(tmp_path)
+    assert main(["train", str(config), "training.max_steps=1"]) == 0
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    assert run_dir.name.startswith("fig5_vanilla-") and (run_dir / "checkpoints/last.pt").is_file()
+
+
+def test_user_errors_are_one_line_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config = write_config(tmp_path / "exp.yaml")
+    assert main(["train", str(config), "--run-dir", str(tmp_path / "r"), "training.max_stepz=1"]) == 2
+    assert "key 'training.max_stepz'" in capsys.readouterr().err
+    assert main(["train", "--resume", str(tmp_path / "nothing")]) == 2
+    assert "has no config.yaml" in capsys.readouterr().err
+    assert main(["train", str(config), "--run-dir", str(tmp_path / "r"), "training.max_steps=1"]) == 0
+    assert main(["train", str(config), "--run-dir", str(tmp_path / "r")]) == 2
+    assert "already holds a run" in capsys.readouterr().err
+
+
+def test_nan_stop_exits_1(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config = write_config(tmp_path / "exp.yaml", model={"name": MODEL_NAME, "poison_loss_calls": [1, 2]})
+    overrides = ["training.max_consecutive_bad_steps=2", "training.max_steps=5"]
+    assert main(["train", str(config), "--run-dir", str(tmp_path / "r"), *overrides]) == 1
+    assert "2 consecutive steps had a NaN/Inf loss or gradient" in capsys.readouterr().err
+
+
+def _mean_image_evaluator(model, dataset, options: EvaluationOptions) -> EvaluationReport:
+    count = min(len(dataset), options.max_images or len(dataset))
+    images = torch.stack([dataset[i]["image"] for i in range(count)])
+    with torch.no_grad():
+        output = model({"image": images})
+    mse = float(((output.reconstruction - images) ** 2).mean())
+    figure = options.out_dir / "figure.txt"
+    figure.write_text(options.split)
+    return EvaluationReport(metrics={"mse": mse, "num_images": float(count)}, figures=[figure])
+
+
+def test_evaluate_writes_metrics_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    register_evaluator(MODEL_NAME, _mean_image_evaluator)
+    run_dir = tmp_path / "run"
+    assert main(["train", str(write_config(tmp_path / "e.yaml")), "--run-dir", str(run_dir)]) == 0
+    assert main(["evaluate", str(run_dir), "--split", "val", "--max-images", "5", "--batch-size", "2"]) == 0
+    assert "| mse |" in capsys.readouterr().out
+    written = json.loads((run_dir / "eval" / "metrics.json").read_text())
+    assert written["split"] == "val" and written["checkpoint_step"] == 6 and written["model"] == MODEL_NAME
+    assert written["metrics"]["num_images"] == 5 and 0 < written["metrics"]["mse"] < 1
+    assert written["figures"] == ["eval/figure.txt"] and written["options"]["batch_size"] == 2
+    assert main(["evaluate", str(tmp_path / "nothing")]) == 2
+    assert "is not a run folder" in capsys.readouterr().err
+
+
+def test_sigterm_writes_a_final_checkpoint_and_exits_143(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The tiny model sends SIGTERM to this process during training forward 3; the handler only sets a
+    # flag, the step finishes, a checkpoint is written and the command returns 128 + 15.
+    config = write_config(tmp_path / "exp.yaml", model={"name": MODEL_NAME, "signal_on_call": 3})
+    run_dir = tmp_path / "r"
+    overrides = ["training.max_steps=50", "training.checkpoint_every=0"]
+    assert main(["train", str(config), "--run-dir", str(run_dir), *overrides]) == 128 + signal.SIGTERM
+    assert "interrupted at step 3" in capsys.readouterr().err
+    assert load_checkpoint(run_dir / "checkpoints/last.pt")["step"] == 3  # written by the signal only
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the handler was restored
+    assert main(["train", "--resume", str(run_dir), "training.max_steps=5", "model.signal_on_call=0"]) == 0
+    assert [r["step"] for r in read_metrics(run_dir / "metrics.jsonl")] == [1, 2, 3, 4, 5]

@@ -1,0 +1,116 @@
+"""Runs in subprocesses: SIGKILL + resume equals an uninterrupted run, SIGTERM checkpoints, 2-rank DDP."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from tiny_training_setup import tiny_dataset_factory, write_config
+
+from implicit_slots.config import load_config
+from implicit_slots.training import train
+from implicit_slots.training.checkpoint import load_checkpoint
+from implicit_slots.training.logger import read_metrics
+
+DRIVER = str(Path(__file__).resolve().parent / "train_driver.py")
+ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+
+def _start(*args: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, DRIVER, "cli", *args],
+        env=ENV,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def _wait_for(condition, process: subprocess.Popen, timeout: float = 90.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if process.poll() is not None:
+            raise AssertionError(f"the run ended early ({process.returncode}): {process.stderr.read()}")
+        if time.monotonic() > deadline:
+            process.kill()
+            raise AssertionError("timed out waiting for the run")
+        time.sleep(0.02)
+
+
+def _last_step(run_dir: Path) -> int:
+    path = run_dir / "metrics.jsonl"
+    records = read_metrics(path) if path.exists() else []
+    return records[-1]["step"] if records else 0
+
+
+def _checkpoint_step(run_dir: Path) -> int:
+    path = run_dir / "checkpoints" / "last.pt"
+    return load_checkpoint(path)["step"] if path.exists() else 0
+
+
+@pytest.mark.slow
+def test_sigkill_after_a_checkpoint_then_resume_equals_an_uninterrupted_run(tmp_path: Path) -> None:
+    config_path = write_config(tmp_path / "c.yaml", training={"max_steps": 16, "checkpoint_every": 4})
+    reference = train(load_config(config_path), tmp_path / "reference", dataset_factory=tiny_dataset_factory)
+
+    run_dir = tmp_path / "killed"
+    with _start("train", str(config_path), "--run-dir", str(run_dir), "model.delay_s=0.1") as process:
+        # Kill hard once a checkpoint exists AND the run has logged steps after it (which resume must drop).
+        _wait_for(lambda: 0 < _checkpoint_step(run_dir) < _last_step(run_dir), process)
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+    killed_at = _checkpoint_step(run_dir)
+    assert 0 < killed_at < 16
+
+    # Resume in this process: the checkpoint crosses a process boundary, as after a real crash.
+    resumed = train(
+        load_config(run_dir / "config.yaml", ["model.delay_s=0"]),
+        run_dir,
+        resume=True,
+        dataset_factory=tiny_dataset_factory,
+    )
+    assert resumed.status == "completed" and resumed.step == 16
+    expected = read_metrics(tmp_path / "reference" / "metrics.jsonl")
+    got = read_metrics(run_dir / "metrics.jsonl")
+    assert [r["step"] for r in got] == list(range(1, 17))
+    after = [(r["step"], r["loss"], r["mse"], r["grad_norm"]) for r in got if r["step"] > killed_at]
+    assert after == [
+        (r["step"], r["loss"], r["mse"], r["grad_norm"]) for r in expected if r["step"] > killed_at
+    ]
+    final = load_checkpoint(run_dir / "checkpoints" / "last.pt")["model"]
+    for key, value in reference.model.state_dict().items():
+        assert torch.equal(value, final[key]), key
+
+
+@pytest.mark.slow
+def test_two_process_ddp_ends_with_identical_parameters(tmp_path: Path) -> None:
+    config_path = write_config(
+        tmp_path / "c.yaml", training={"max_steps": 4, "batch_size": 4, "checkpoint_every": 2}
+    )
+    run_dir = tmp_path / "ddp"
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+    result = subprocess.run(
+        [*command, DRIVER, "ddp", str(config_path), str(run_dir)],
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    rank0, rank1 = (torch.load(run_dir / f"rank{r}.pt", weights_only=True) for r in (0, 1))
+    assert rank0["world_size"] == rank1["world_size"] == 2
+    for key, value in rank0["state"].items():
+        assert torch.equal(value, rank1["state"][key]), key
+    checkpoint = load_checkpoint(run_dir / "checkpoints" / "last.pt")
+    for key, value in checkpoint["model"].items():
+        assert torch.equal(value, rank0["state"][key]), key
+    # Rank 0 alone logs; both ranks' RNG states are saved and differ (per-rank slot-initialisation noise).
+    assert [r["step"] for r in read_metrics(run_dir / "metrics.jsonl")] == [1, 2, 3, 4]
+    assert checkpoint["world_size"] == 2 and len(checkpoint["rng"]) == 2
+    assert not torch.equal(checkpoint["rng"][0]["torch"], checkpoint["rng"][1]["torch"])
+    # Each rank read its own half of every global batch of 4: per-rank batch 2, 16 samples -> 4 steps/epoch.
+    assert checkpoint["data"] == {"epoch": 1, "position": 0}

@@ -1,0 +1,43 @@
+"""Subprocess entry point for the engine tests: registers the tiny model and dataset, then either runs
+the CLI (``cli ARGS...``) or, under torchrun, ``train()`` and dumps this rank's parameters
+(``ddp CONFIG RUN_DIR``)."""
+
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import tiny_training_setup
+
+from implicit_slots.training import data as data_module
+
+data_module.build_dataset_split = tiny_training_setup.tiny_dataset_factory
+
+
+def main() -> int:
+    mode, *args = sys.argv[1:]
+    if mode == "cli":
+        from implicit_slots.cli import main as cli_main
+
+        return cli_main(args)
+    if mode == "ddp":
+        import os
+
+        from implicit_slots.config import load_config
+        from implicit_slots.training import train
+
+        config_path, run_dir = args
+        result = train(load_config(config_path), run_dir)
+        rank = int(os.environ["RANK"])
+        state = {k: v.detach().clone() for k, v in result.model.state_dict().items()}
+        torch.save(
+            {"state": state, "world_size": int(os.environ["WORLD_SIZE"])}, Path(run_dir) / f"rank{rank}.pt"
+        )
+        return 0
+    raise SystemExit(f"unknown mode {mode!r}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
