@@ -132,3 +132,55 @@ def test_bad_inputs_raise() -> None:
         average_precision(np.zeros((2, 3, 19)), _targets(), 1.0)
     with pytest.raises(ValueError, match="distance_threshold"):
         average_precision(_targets(), _targets(), -0.5)
+
+
+def _loop_reference(pred: np.ndarray, true: np.ndarray, threshold: float) -> float:
+    """A literal loop transcription of the reference algorithm (independent of the vectorised code)."""
+    num_pred = pred.shape[1]
+    flat = pred.reshape(-1, 19)
+    order = sorted(range(len(flat)), key=lambda i: (flat[i, -1], i), reverse=True)
+
+    def attributes(v: np.ndarray) -> list[int]:
+        return [int(v[3:5].argmax()), int(v[5:7].argmax()), int(v[7:10].argmax()), int(v[10:18].argmax())]
+
+    tp, fp, taken = [], [], set()
+    for i in order:
+        image = i // num_pred
+        best, best_id = 10000.0, None
+        for j, target in enumerate(true[image]):
+            if target[18] and attributes(target) == attributes(flat[i]):
+                distance = float(np.linalg.norm((target[:3] - flat[i, :3]) * 6.0))
+                if distance < best:
+                    best, best_id = distance, j
+        hit = best_id is not None and (threshold == -1 or best < threshold) and (image, best_id) not in taken
+        if hit:
+            taken.add((image, best_id))
+        tp.append(1.0 if hit else 0.0)
+        fp.append(0.0 if hit else 1.0)
+    ctp, cfp = np.cumsum(tp), np.cumsum(fp)
+    recall = [0.0, *(ctp / true[:, :, -1].sum()).astype(np.float32).tolist(), 1.0]
+    precision = [0.0, *(ctp / (ctp + cfp)).astype(np.float32).tolist(), 0.0]
+    for k in range(len(precision) - 1, 0, -1):
+        precision[k - 1] = max(precision[k - 1], precision[k])
+    return sum(precision[k + 1] * (recall[k + 1] - recall[k]) for k in range(len(recall) - 1))
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_random_scenes_match_a_loop_transcription_of_the_reference(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    targets = np.zeros((6, 5, 19))
+    for b in range(6):
+        for k in range(rng.integers(1, 6)):
+            targets[b, k] = _object(
+                *rng.uniform(-3, 3, 2), rng.integers(2), rng.integers(2), rng.integers(3), rng.integers(2)
+            )
+    # Predictions: shuffled targets with position noise, some attribute errors and random confidences.
+    predictions = targets[:, rng.permutation(5)] + np.concatenate(
+        [rng.normal(0, 0.04, (6, 5, 3)), np.zeros((6, 5, 16))], axis=-1
+    )
+    flip = rng.random((6, 5)) < 0.2
+    predictions[flip, 10:18] = rng.random((flip.sum(), 8))
+    predictions[..., 18] = rng.random((6, 5))
+    for threshold in AP_THRESHOLDS:
+        expected = _loop_reference(predictions, targets, -1 if math.isinf(threshold) else threshold)
+        assert average_precision(predictions, targets, threshold) == pytest.approx(expected, abs=1e-12)
