@@ -166,24 +166,28 @@ def test_training_steps_lower_both_losses() -> None:
 
 
 def test_gumbel_sample_shares_one_draw() -> None:
-    logits = torch.randn(4, 5, 3, 3)
+    logits = torch.randn(4, 3, 3, 5)
     sample = sample_gumbel_tokens(logits, temperature=0.7, generator=torch.Generator().manual_seed(0))
-    assert torch.equal(sample.tokens, sample.soft.argmax(dim=1))
-    torch.testing.assert_close(sample.soft.sum(dim=1), torch.ones(4, 3, 3))
+    assert torch.equal(sample.tokens, sample.soft.argmax(dim=-1))
+    torch.testing.assert_close(sample.soft.sum(dim=-1), torch.ones(4, 3, 3))
+    # The relaxed sample is softmax((logits + g) / tau) of one draw g; tau only sharpens it.
+    sharper = sample_gumbel_tokens(logits, temperature=0.1, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(sharper.tokens, sample.tokens)
+    assert sharper.soft.amax(-1).mean() > sample.soft.amax(-1).mean()
 
 
 def test_gumbel_tokens_follow_the_softmax_distribution() -> None:
     # Gumbel-max: argmax(l + g) ~ Categorical(softmax(l)); 20000 draws of 4 categories.
-    logits = torch.tensor([1.0, 0.0, -1.0, 0.5]).view(1, 4, 1, 1).expand(20000, 4, 1, 1)
+    logits = torch.tensor([1.0, 0.0, -1.0, 0.5]).view(1, 1, 1, 4).expand(20000, 1, 1, 4)
     sample = sample_gumbel_tokens(logits, 1.0, generator=torch.Generator().manual_seed(0))
     frequencies = torch.bincount(sample.tokens.flatten(), minlength=4).float() / 20000
-    torch.testing.assert_close(frequencies, torch.softmax(logits[0, :, 0, 0], 0), atol=0.012, rtol=0)
+    torch.testing.assert_close(frequencies, torch.softmax(logits[0, 0, 0], 0), atol=0.012, rtol=0)
 
 
 def test_decode_tokens_equals_decoding_the_one_hot() -> None:
     dvae = DiscreteVAE(vocab_size=10, hidden_channels=8).double()
     tokens = torch.randint(0, 10, (2, 4, 4))
-    one_hot = F.one_hot(tokens, 10).permute(0, 3, 1, 2).double()
+    one_hot = F.one_hot(tokens, 10).double()  # (B, h, w, V)
     torch.testing.assert_close(dvae.decode_tokens(tokens), dvae.decode_soft(one_hot))
 
 

@@ -2,7 +2,7 @@
 
 Pipeline (SLATE ``slate.py``; details in ``docs/slate.md``)::
 
-    image -> dVAE encoder -> token logits (B, V, h, w) -> one Gumbel draw -> soft sample -> dVAE decoder
+    image -> dVAE encoder -> token logits (B, h, w, V) -> one Gumbel draw -> soft sample -> dVAE decoder
                                                                           -> hard tokens (B, T), T = h * w
     [BOS, tokens] -> embedding + learned position -> LN + MLP -> slot attention -> slots (B, K, S)
     [BOS, tokens[:-1]] (teacher forcing) -> Image-GPT decoder (cross-attends to projected slots)
@@ -151,13 +151,13 @@ class Slate(ObjectCentricModel):
         """
         image = batch["image"]
         self._check_image(image)
-        dvae_logits = self.dvae.encode(image)  # (B, V, h, w)
+        dvae_logits = self.dvae.encode(image)  # (B, h, w, V)
         if self.training:
             sample = sample_gumbel_tokens(dvae_logits, self.gumbel_temperature)
             reconstruction = self.dvae.decode_soft(sample.soft)  # (B, 3, H, W)
             tokens = sample.tokens.flatten(1)  # (B, T)
         else:
-            token_grid = dvae_logits.argmax(dim=1)  # (B, h, w)
+            token_grid = dvae_logits.argmax(dim=-1)  # (B, h, w)
             reconstruction = self.dvae.decode_tokens(token_grid)
             tokens = token_grid.flatten(1)  # (B, T)
         embedded = self.embed_tokens(tokens)  # (B, T + 1, D)
@@ -242,7 +242,7 @@ class Slate(ObjectCentricModel):
     def encode_image_tokens(self, image: Tensor) -> Tensor:
         """The argmax dVAE tokens of an image (B, 3, H, W) -> (B, T) long."""
         self._check_image(image)
-        return self.dvae.encode(image).argmax(dim=1).flatten(1)
+        return self.dvae.encode(image).argmax(dim=-1).flatten(1)
 
     def decode_image_tokens(self, tokens: Tensor) -> Tensor:
         """Render tokens (B, T) with the dVAE decoder -> (B, 3, H, W), clamped to [0, 1]."""
