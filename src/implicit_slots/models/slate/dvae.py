@@ -1,9 +1,10 @@
 """SLATE's discrete VAE: a 4x4-patch convolutional tokenizer with a Gumbel-softmax relaxation.
 
-The encoder maps an image (B, 3, H, W) to logits over ``vocab_size`` tokens on an (h, w) = (H/4, W/4) grid,
-channels last (B, h, w, V); the decoder maps a (soft or hard) one-hot grid back to pixels. The architecture is SLATE's (Singh et al. 2022,
-``dvae.py``): convolution blocks with no bias, single-group GroupNorm and ReLU, two PixelShuffle(2)
-upsamplings in the decoder. There is no KL term: the dVAE is trained by the reconstruction MSE only.
+The encoder maps an image (B, 3, H, W) to logits over ``vocab_size`` tokens on an (h, w) = (H/4, W/4)
+grid, channels last (B, h, w, V); the decoder maps a (soft or hard) one-hot grid back to pixels. The
+architecture is SLATE's (Singh et al. 2022, ``dvae.py``): convolution blocks with no bias, single-group
+GroupNorm and ReLU, two PixelShuffle(2) upsamplings in the decoder. There is no KL term: the dVAE is
+trained by the reconstruction MSE only.
 
 SLATE's two 1x1 convolutions into and out of the vocabulary (64 -> V logits, V -> 64 from the one-hot) are
 linear layers on channels-last features here: the same maths and parameter count, but plain matrix products,
