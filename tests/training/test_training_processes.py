@@ -89,7 +89,7 @@ def test_sigkill_after_a_checkpoint_then_resume_equals_an_uninterrupted_run(tmp_
 @pytest.mark.slow
 def test_two_process_ddp_ends_with_identical_parameters(tmp_path: Path) -> None:
     config_path = write_config(
-        tmp_path / "c.yaml", training={"max_steps": 4, "batch_size": 4, "checkpoint_every": 2}
+        tmp_path / "c.yaml", training={"max_steps": 3, "batch_size": 4, "checkpoint_every": 2}
     )
     run_dir = tmp_path / "ddp"
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
@@ -109,8 +109,14 @@ def test_two_process_ddp_ends_with_identical_parameters(tmp_path: Path) -> None:
     for key, value in checkpoint["model"].items():
         assert torch.equal(value, rank0["state"][key]), key
     # Rank 0 alone logs; both ranks' RNG states are saved and differ (per-rank slot-initialisation noise).
-    assert [r["step"] for r in read_metrics(run_dir / "metrics.jsonl")] == [1, 2, 3, 4]
+    assert [r["step"] for r in read_metrics(run_dir / "metrics.jsonl")] == [1, 2, 3]
     assert checkpoint["world_size"] == 2 and len(checkpoint["rng"]) == 2
     assert not torch.equal(checkpoint["rng"][0]["torch"], checkpoint["rng"][1]["torch"])
-    # Each rank read its own half of every global batch of 4: per-rank batch 2, 16 samples -> 4 steps/epoch.
-    assert checkpoint["data"] == {"epoch": 1, "position": 0}
+    # Each rank read its own half of every global batch of 4 (per-rank batch 2, 16 samples -> 4 steps per
+    # epoch); the position is stored globally: 3 steps x 4 samples.
+    assert checkpoint["data"] == {"epoch": 0, "position": 12}
+    # Resuming the 2-process run in one process continues the global order: the 4th batch ends epoch 0.
+    config = load_config(run_dir / "config.yaml", ["training.max_steps=4"])
+    resumed = train(config, run_dir, resume=True, dataset_factory=tiny_dataset_factory)
+    assert resumed.step == 4
+    assert load_checkpoint(run_dir / "checkpoints" / "last.pt")["data"] == {"epoch": 1, "position": 0}

@@ -6,7 +6,8 @@ with ``torch.load(..., weights_only=True)``):
 - ``format_version``, ``step`` (updates done), ``world_size``;
 - ``model`` / ``optimizer``: state dicts (the model unwrapped from DDP);
 - ``plateau``: the plateau rule's state or None; ``hyperparameters``: scheduled values at ``step``;
-- ``data``: ``{"epoch", "position"}`` of the sample order;
+- ``data``: ``{"epoch", "position"}`` of the sample order (position: samples of the epoch consumed by all
+  ranks together);
 - ``rng``: one entry per rank (python ``random``, numpy, torch CPU, torch CUDA);
 - ``bad_steps``: ``{"consecutive", "total"}`` skipped-step counters;
 - ``config``: the resolved config as a dict (for reading a checkpoint without its run folder).

@@ -400,19 +400,30 @@ def _train(
 
     # ---- state: fresh or restored ----
     step, sampler_state, consecutive_bad, total_bad = 0, SamplerState(), 0, 0
+    reseeded_message: str | None = None
     if checkpoint is not None:
         model.load_state_dict(checkpoint["model"])
         optimizer.load_state_dict(checkpoint["optimizer"])
         if plateau is not None and checkpoint.get("plateau") is not None:
             plateau.load_state_dict(checkpoint["plateau"])
         step = int(checkpoint["step"])
-        sampler_state = SamplerState(**checkpoint["data"])
+        # Stored globally (samples of the epoch consumed by all ranks), so a run resumed with another
+        # number of processes continues the same global order.
+        per_rank = checkpoint["data"]["position"] // ctx.world_size
+        per_rank -= per_rank % order.batch_size
+        sampler_state = SamplerState(checkpoint["data"]["epoch"], per_rank)
+        if per_rank + order.batch_size > order.batches_per_epoch * order.batch_size:
+            sampler_state = SamplerState(sampler_state.epoch + 1, 0)
         consecutive_bad = int(checkpoint["bad_steps"]["consecutive"])
         total_bad = int(checkpoint["bad_steps"]["total"])
         if len(checkpoint["rng"]) == ctx.world_size:
             restore_rng_state(checkpoint["rng"][ctx.rank], device)
-        else:  # a different number of processes: the order is kept, exact randomness cannot be
+        else:  # another number of processes: the sample order is kept, per-rank randomness cannot be
             seed_everything(t.seed + RANK_SEED_STRIDE * ctx.rank + step)
+            reseeded_message = (
+                f"resuming a {len(checkpoint['rng'])}-process run with {ctx.world_size} process(es): same "
+                "sample order, fresh random streams (not bit-identical to the original run)"
+            )
     else:
         seed_everything(t.seed + RANK_SEED_STRIDE * ctx.rank)
     stream = BatchStream(
@@ -436,6 +447,8 @@ def _train(
         run_dir.mkdir(parents=True, exist_ok=True)
         save_config(replace(config, provenance=_provenance(command)), run_dir / "config.yaml")
     logger = RunLogger(run_dir, step, t.max_steps, resumed=resume, enabled=ctx.is_main)
+    if reseeded_message is not None:
+        logger.message(reseeded_message)
 
     bf16 = t.precision == "bf16"
 
@@ -455,7 +468,7 @@ def _train(
             "optimizer": optimizer.state_dict(),
             "plateau": plateau.state_dict() if plateau is not None else None,
             "hyperparameters": hyperparameter_values(t.hyperparameter_schedules, step),
-            "data": {"epoch": stream.state.epoch, "position": stream.state.position},
+            "data": {"epoch": stream.state.epoch, "position": stream.state.position * ctx.world_size},
             "rng": rng_states,
             "bad_steps": {"consecutive": consecutive_bad, "total": total_bad},
             "config": config_to_dict(config),
