@@ -9,8 +9,9 @@ import torch
 import yaml
 from tiny_training_setup import MODEL_NAME, tiny_dataset_factory, write_config
 
+from implicit_slots import evaluation
 from implicit_slots.cli import main
-from implicit_slots.evaluation import EvaluationOptions, EvaluationReport, register_evaluator
+from implicit_slots.evaluation import EvaluationOptions, EvaluationReport
 from implicit_slots.training import data as data_module
 from implicit_slots.training.checkpoint import load_checkpoint
 from implicit_slots.training.logger import read_metrics
@@ -90,8 +91,10 @@ def _mean_image_evaluator(model, dataset, options: EvaluationOptions) -> Evaluat
     return EvaluationReport(metrics={"mse": mse, "num_images": float(count)}, figures=[figure])
 
 
-def test_evaluate_writes_metrics_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    register_evaluator(MODEL_NAME, _mean_image_evaluator)
+def test_evaluate_writes_metrics_json(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(evaluation._EVALUATORS, MODEL_NAME, _mean_image_evaluator)
     run_dir = tmp_path / "run"
     assert main(["train", str(write_config(tmp_path / "e.yaml")), "--run-dir", str(run_dir)]) == 0
     assert main(["evaluate", str(run_dir), "--split", "val", "--max-images", "5", "--batch-size", "2"]) == 0

@@ -1,7 +1,8 @@
 """Test-only model, dataset and config writer for the training-engine tests (not collected by pytest).
 
 ``tiny-test`` is a small conv encoder + the project's SlotAttention + a per-slot linear decoder with
-alpha-compositing, registered under its own name so these tests depend on no other helper's model.
+alpha-compositing, registered under its own name so these tests depend on no other helper's model. It is
+registered only while a test of tests/training runs (conftest.py) or in the subprocess driver.
 """
 
 from __future__ import annotations
@@ -114,7 +115,16 @@ def build_tiny(config: TinyConfig) -> TinyModel:
     return TinyModel(config)
 
 
-register_model(MODEL_NAME, TinyConfig, build_tiny)
+def register_tiny_model() -> None:
+    """Register ``tiny-test`` (idempotent); tests/training/conftest.py removes it after each test."""
+    register_model(MODEL_NAME, TinyConfig, build_tiny)
+
+
+def unregister_tiny_model() -> None:
+    """Remove ``tiny-test`` so tests elsewhere that walk the registry never see it."""
+    from implicit_slots.models import registry
+
+    registry._REGISTRY.pop(MODEL_NAME, None)
 
 
 class TinyImages(Dataset):

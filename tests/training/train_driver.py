@@ -13,6 +13,7 @@ import tiny_training_setup
 
 from implicit_slots.training import data as data_module
 
+tiny_training_setup.register_tiny_model()
 data_module.build_dataset_split = tiny_training_setup.tiny_dataset_factory
 
 
