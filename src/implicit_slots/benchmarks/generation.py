@@ -49,7 +49,7 @@ def build_generation_model(image_size: int) -> Slate:
 
 
 def _timed_generation(model: Slate, slots: torch.Tensor, use_cache: bool) -> tuple[float, torch.Tensor]:
-    """(seconds, tokens) of one greedy generation."""
+    """(wall seconds, tokens) of one greedy generation."""
     start = time.perf_counter()
     tokens = model.generate_tokens(slots, use_cache=use_cache)
     return time.perf_counter() - start, tokens

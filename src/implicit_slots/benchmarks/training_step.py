@@ -4,7 +4,9 @@ One step is what the engine does per batch: ``model.train()``, ``zero_grad``, fo
 inf-norm gradient clipping at 1.0 (SLATE's) and ``Adam.step`` over the two parameter groups (dVAE 3e-4,
 main 1e-4). Inputs are uniform random images (two fixed batches, alternating). Each configuration warms up,
 then the median of the timed steps is reported, with the ratio of each variant to vanilla at the same
-iteration count. ``--profile`` adds a torch.profiler table of one step (self CPU time by operator).
+iteration count. Besides wall-clock time the table gives the process CPU time per step: with one thread it
+is the compute a step needs even when other processes share the cores (wall time then grows, CPU time
+does not). ``--profile`` adds a torch.profiler table of one step (self CPU time by operator).
 
 Example::
 
@@ -103,19 +105,20 @@ def time_configuration(
     overrides: dict[str, float | int],
     warmup: int,
     steps: int,
-) -> list[float]:
-    """Milliseconds of each timed training step of one configuration."""
+) -> tuple[list[float], list[float]]:
+    """(wall, process CPU) milliseconds of each timed training step of one configuration."""
     torch.manual_seed(0)
     model = build_benchmark_model(variant, num_iterations, image_size, overrides).train()
     optimizer, parameters = _make_step(model)
     images = [torch.rand(batch_size, 3, image_size, image_size) for _ in range(2)]
-    times = []
+    wall, cpu = [], []
     for index in range(warmup + steps):
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         training_step(model, optimizer, parameters, images[index % 2])
         if index >= warmup:
-            times.append((time.perf_counter() - start) * 1000.0)
-    return times
+            wall.append((time.perf_counter() - start) * 1000.0)
+            cpu.append((time.process_time() - start_cpu) * 1000.0)
+    return wall, cpu
 
 
 def profile_step(
@@ -151,20 +154,22 @@ def run(args: argparse.Namespace) -> int:
         f"overrides {overrides or 'none'}"
     )
     print()
-    print("| variant | iterations | median ms/step | min ms | max ms | ratio to vanilla |")
+    print(
+        "| variant | iterations | median ms/step | min-max ms | CPU ms/step | ratio to vanilla (wall / CPU) |"
+    )
     print("|---|---|---|---|---|---|")
-    medians: dict[tuple[str, int], float] = {}
+    medians: dict[tuple[str, int], tuple[float, float]] = {}
     for num_iterations in args.iterations:
         for variant in args.variants:
-            times = time_configuration(
+            wall, cpu = time_configuration(
                 variant, num_iterations, args.batch_size, args.image_size, overrides, args.warmup, args.steps
             )
-            median = statistics.median(times)
-            medians[(variant, num_iterations)] = median
+            median, median_cpu = statistics.median(wall), statistics.median(cpu)
+            medians[(variant, num_iterations)] = (median, median_cpu)
             vanilla = medians.get(("vanilla", num_iterations))
-            ratio = f"{median / vanilla:.3f}" if vanilla else "-"
-            low, high = min(times), max(times)
-            print(f"| {variant} | {num_iterations} | {median:.0f} | {low:.0f} | {high:.0f} | {ratio} |")
+            ratio = f"{median / vanilla[0]:.3f} / {median_cpu / vanilla[1]:.3f}" if vanilla else "-"
+            spread = f"{min(wall):.0f}-{max(wall):.0f}"
+            print(f"| {variant} | {num_iterations} | {median:.0f} | {spread} | {median_cpu:.0f} | {ratio} |")
     if args.profile:
         variant, num_iterations = args.variants[0], args.iterations[0]
         print()
