@@ -10,6 +10,9 @@ times single uncached steps at N prefix lengths spread over [1, T], interpolates
 between and sums over all T steps; those rows are labelled "estimated" and the token check covers only the
 first 32 tokens.
 
+Every time is given as wall-clock seconds and process CPU seconds; with one thread the CPU time is the
+compute needed even when other processes share the cores, and the speed-up is computed from it.
+
 Example::
 
     OMP_NUM_THREADS=1 implicit-slots bench generation --image-sizes 64 96 --batch-size 8
@@ -20,6 +23,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import time
+from dataclasses import dataclass
 
 import torch
 
@@ -48,27 +52,47 @@ def build_generation_model(image_size: int) -> Slate:
     return build_slate(dataclasses.replace(SlateConfig(), image_size=image_size)).eval()
 
 
-def _timed_generation(model: Slate, slots: torch.Tensor, use_cache: bool) -> tuple[float, torch.Tensor]:
-    """(wall seconds, tokens) of one greedy generation."""
-    start = time.perf_counter()
-    tokens = model.generate_tokens(slots, use_cache=use_cache)
-    return time.perf_counter() - start, tokens
+@dataclass
+class Timing:
+    """Wall-clock and process CPU seconds."""
+
+    wall: float
+    cpu: float
+
+    def __add__(self, other: Timing) -> Timing:
+        return Timing(self.wall + other.wall, self.cpu + other.cpu)
 
 
-def uncached_step_seconds(model: Slate, slots: torch.Tensor, prefix_length: int, repeats: int = 3) -> float:
-    """Median seconds of one uncached generation step whose decoder input has ``prefix_length`` positions."""
+class _Stopwatch:
+    def __enter__(self) -> _Stopwatch:
+        self.start = (time.perf_counter(), time.process_time())
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.timing = Timing(time.perf_counter() - self.start[0], time.process_time() - self.start[1])
+
+
+def _timed_generation(model: Slate, slots: torch.Tensor, use_cache: bool) -> tuple[Timing, torch.Tensor]:
+    """(time, tokens) of one greedy generation."""
+    with _Stopwatch() as watch:
+        tokens = model.generate_tokens(slots, use_cache=use_cache)
+    return watch.timing, tokens
+
+
+def uncached_step_time(model: Slate, slots: torch.Tensor, prefix_length: int, repeats: int = 3) -> Timing:
+    """Median time of one uncached generation step whose decoder input has ``prefix_length`` positions."""
     memory = model.slot_projection(slots)
     tokens = torch.randint(0, model.vocab_size, (slots.shape[0], prefix_length - 1))
-    times = []
+    timings = []
     for _ in range(repeats):
-        start = time.perf_counter()
-        hidden = model.decoder(model.embed_tokens(tokens), memory)  # (B, prefix_length, D)
-        model.token_head(hidden[:, -1]).argmax(dim=-1)
-        times.append(time.perf_counter() - start)
-    return sorted(times)[len(times) // 2]
+        with _Stopwatch() as watch:
+            hidden = model.decoder(model.embed_tokens(tokens), memory)  # (B, prefix_length, D)
+            model.token_head(hidden[:, -1]).argmax(dim=-1)
+        timings.append(watch.timing)
+    return sorted(timings, key=lambda timing: timing.cpu)[len(timings) // 2]
 
 
-def estimate_uncached_seconds(model: Slate, slots: torch.Tensor, num_samples: int) -> float:
+def estimate_uncached_time(model: Slate, slots: torch.Tensor, num_samples: int) -> Timing:
     """Estimate the whole uncached generation from ``num_samples`` prefix lengths spread over [1, T].
 
     Step ``t`` of the uncached path runs the decoder on a prefix of ``t`` positions; its cost depends on
@@ -78,57 +102,54 @@ def estimate_uncached_seconds(model: Slate, slots: torch.Tensor, num_samples: in
     total_steps = model.num_tokens
     count = max(2, min(num_samples, total_steps))
     lengths = sorted({round(1 + i * (total_steps - 1) / (count - 1)) for i in range(count)})
-    seconds = [uncached_step_seconds(model, slots, length) for length in lengths]
+    timings = [uncached_step_time(model, slots, length) for length in lengths]
     all_lengths = torch.arange(1, total_steps + 1, dtype=torch.float64)
     known_lengths = torch.tensor(lengths, dtype=torch.float64)
-    known_seconds = torch.tensor(seconds, dtype=torch.float64)
     index = torch.searchsorted(known_lengths, all_lengths).clamp(1, len(lengths) - 1)
-    left, right = known_lengths[index - 1], known_lengths[index]
-    weight = (all_lengths - left) / (right - left)
-    interpolated = known_seconds[index - 1] * (1 - weight) + known_seconds[index] * weight
-    return float(interpolated.sum())
+    weight = (all_lengths - known_lengths[index - 1]) / (known_lengths[index] - known_lengths[index - 1])
+
+    def total(values: list[float]) -> float:
+        known = torch.tensor(values, dtype=torch.float64)
+        return float((known[index - 1] * (1 - weight) + known[index] * weight).sum())
+
+    return Timing(total([t.wall for t in timings]), total([t.cpu for t in timings]))
 
 
 def run(args: argparse.Namespace) -> int:
     """Time cached and uncached generation per image size and print a Markdown table."""
     torch.set_num_threads(args.threads)
+    quick = (
+        f"; uncached path estimated from single steps at {args.quick} prefix lengths" if args.quick else ""
+    )
     print(
         f"SLATE autoregressive reconstruction (greedy, default SLATE sizes, eval, no grad): batch "
-        f"{args.batch_size}, {args.threads} thread(s)"
-        + (
-            f"; uncached path estimated from single steps at {args.quick} prefix lengths"
-            if args.quick
-            else ""
-        )
+        f"{args.batch_size}, {args.threads} thread(s){quick}"
     )
     print()
     print(
-        "| image | tokens | cached s | cached ms/token | uncached s | uncached ms/token | speed-up | same |"
+        "| image | tokens | cached wall s / CPU s | uncached wall s / CPU s | speed-up (CPU) | same tokens |"
     )
-    print("|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|")
     for image_size in args.image_sizes:
         torch.manual_seed(0)
         model = build_generation_model(image_size)
         image = torch.rand(args.batch_size, 3, image_size, image_size)
         with torch.no_grad():
             slots = model.encode_slots(model.embed_tokens(model.encode_image_tokens(image))[:, 1:]).slots
-            num_tokens = model.num_tokens
             cached_runs = [_timed_generation(model, slots, True) for _ in range(max(1, args.repeats))]
-            cached_seconds = sorted(seconds for seconds, _ in cached_runs)[len(cached_runs) // 2]
+            cached = sorted((timing for timing, _ in cached_runs), key=lambda t: t.cpu)[len(cached_runs) // 2]
             cached_tokens = cached_runs[0][1]
             if args.quick:
-                uncached_seconds = estimate_uncached_seconds(model, slots, args.quick)
-                uncached_label = f"{uncached_seconds:.1f} (estimated, {args.quick} prefix lengths)"
+                uncached = estimate_uncached_time(model, slots, args.quick)
+                label = " (estimated)"
                 prefix = model.generate_tokens(slots, use_cache=False, num_tokens=32)
                 same = f"first 32: {torch.equal(prefix, cached_tokens[:, :32])}"
             else:
-                uncached_seconds, uncached_tokens = _timed_generation(model, slots, False)
-                uncached_label = f"{uncached_seconds:.1f}"
+                uncached, uncached_tokens = _timed_generation(model, slots, False)
+                label = ""
                 same = str(torch.equal(uncached_tokens, cached_tokens))
         print(
-            f"| {image_size}x{image_size} | {num_tokens} | {cached_seconds:.2f} | "
-            f"{cached_seconds / num_tokens * 1000:.1f} | {uncached_label} | "
-            f"{uncached_seconds / num_tokens * 1000:.1f} | {uncached_seconds / cached_seconds:.1f}x | "
-            f"{same} |"
+            f"| {image_size}x{image_size} | {model.num_tokens} | {cached.wall:.2f} / {cached.cpu:.2f} | "
+            f"{uncached.wall:.1f} / {uncached.cpu:.1f}{label} | {uncached.cpu / cached.cpu:.1f}x | {same} |"
         )
     return 0
