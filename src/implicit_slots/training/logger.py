@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import sys
 import time
 from pathlib import Path
@@ -95,8 +96,17 @@ class RunLogger:
         if self.stream.isatty():
             from tqdm import tqdm
 
+            try:  # some pseudo-terminals report 0 columns, where tqdm would print an empty bar
+                width = os.get_terminal_size(self.stream.fileno()).columns
+            except (OSError, ValueError, AttributeError):
+                width = 0
             self._bar = tqdm(
-                total=max_steps, initial=start_step, file=self.stream, dynamic_ncols=True, unit="step"
+                total=max_steps,
+                initial=start_step,
+                file=self.stream,
+                dynamic_ncols=width > 0,
+                ncols=None if width > 0 else 100,
+                unit="step",
             )
 
     def log(self, step: int, values: dict[str, float]) -> None:
