@@ -201,3 +201,31 @@ def test_bf16_autocast_runs_and_tracks_fp32(tmp_path: Path) -> None:
     assert a != b and b == pytest.approx(a, rel=2e-2)
     assert all(p.dtype == torch.float32 for p in bf16.model.parameters())  # master weights stay fp32
     assert fp32.status == bf16.status == "completed"
+
+
+@pytest.mark.parametrize(("norm", "expected"), [("l2", "l2"), ("inf", "inf"), ("none", None)])
+def test_grad_clip_switch_reaches_the_update(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, norm: str, expected: str | None
+) -> None:
+    from implicit_slots.training import loop
+
+    calls: list[tuple[str | None, float, float]] = []
+    real = loop.clip_gradients
+
+    def spy(params, kind, max_norm):  # records the bound and the gradient norm after clipping
+        before = real(params, kind, max_norm)
+        after = loop.total_gradient_norm(params, kind or "l2")
+        calls.append((kind, max_norm, float(after) if before is not None else math.nan))
+        return before
+
+    monkeypatch.setattr(loop, "clip_gradients", spy)
+    config = _config(
+        tmp_path,
+        "training.max_steps=3",
+        f"training.grad_clip.norm={norm}",
+        "training.grad_clip.max_norm=1e-3",
+    )
+    _run(config, tmp_path / "run")
+    assert [(kind, bound) for kind, bound, _ in calls] == [(expected, 1e-3)] * 3
+    if expected is not None:  # the gradients the optimizer saw were clipped to the bound
+        assert all(after == pytest.approx(1e-3, rel=1e-3) for _, _, after in calls)
