@@ -161,3 +161,19 @@ def test_registry_and_bad_arguments() -> None:
         FixedPointIteration(3, return_iterate="first")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="mixing"):
         AndersonSolver(3, mixing=0.0)
+
+
+@pytest.mark.parametrize("name", SOLVERS)
+def test_low_precision_states_are_solved_in_fp32(name: str) -> None:
+    seen = []
+
+    def f(z: torch.Tensor) -> torch.Tensor:
+        seen.append(z.dtype)
+        return 0.5 * torch.tanh(z) + 1.0
+
+    z0 = torch.zeros(2, 3, dtype=torch.bfloat16)
+    with torch.no_grad():
+        result = get_solver(name, 20, 1e-3).solve(f, z0)
+    assert result.state.dtype == torch.bfloat16 and set(seen) == {torch.bfloat16}
+    assert result.stats.relative_trace.dtype == torch.float32
+    assert torch.isfinite(result.state).all()

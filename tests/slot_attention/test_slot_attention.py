@@ -125,3 +125,22 @@ def test_batch_elements_are_independent() -> None:
     together = module(x, initial).slots
     alone = module(x[1:2], initial[1:2]).slots
     torch.testing.assert_close(together[1:2], alone, rtol=1e-9, atol=1e-10)
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_runs_under_bf16_autocast(variant: str) -> None:
+    torch.manual_seed(0)
+    module = SlotAttention(12, 4, 8, 16, 3, variant=variant)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = module(torch.randn(2, 20, 12))
+        loss = out.slots.float().pow(2).mean()
+    loss.backward()
+    assert out.slots.dtype == torch.float32  # slots keep the dtype of the initial slots
+    torch.testing.assert_close(out.attention.float().sum(-1), torch.ones(2, 20), rtol=1e-2, atol=1e-2)
+    assert module.cell.gru.weight_hh.grad is not None
+
+
+def test_implicit_variants_freeze_the_initialisation() -> None:
+    assert all(p.requires_grad for p in make("vanilla").initializer.parameters())
+    for variant in ["IN", "IB", "BN", "BB"]:
+        assert not any(p.requires_grad for p in make(variant).initializer.parameters())

@@ -75,10 +75,19 @@ class ForwardSolver(abc.ABC):
         Gradients flow through the iterations only if the caller enables them and the solver is
         differentiable (plain iteration); accelerated solvers always run without the tape.
         """
-        tracker = _Tracker(z0, self)
-        last = self._iterate(f, z0, tracker)
+        # Solver arithmetic (norms, least squares, low-rank updates) runs in at least fp32, also when the
+        # state or f's output is bf16 / fp16 (autocast); f still receives states in z0's dtype. For fp32
+        # and fp64 states the casts are no-ops that return the same tensors.
+        dtype = z0.dtype
+        work = torch.promote_types(dtype, torch.float32)
+
+        def f_work(z: Tensor) -> Tensor:
+            return f(z.to(dtype)).to(work)
+
+        tracker = _Tracker(z0.to(work), self)
+        last = self._iterate(f_work, z0.to(work), tracker)
         state = tracker.best_state if self.return_iterate == "best" else last
-        return SolverResult(state=state, stats=tracker.stats())
+        return SolverResult(state=state.to(dtype), stats=tracker.stats())
 
     @abc.abstractmethod
     def _iterate(self, f: FixedPointMap, z0: Tensor, tracker: _Tracker) -> Tensor:
@@ -295,7 +304,9 @@ class BroydenSolver(ForwardSolver):
             denominator = (v * delta_g).sum(dim=1, keepdim=True)
             u = (delta_z - inverse_times(delta_g)) / denominator
             scale = delta_z.norm(dim=1, keepdim=True) * delta_g.norm(dim=1, keepdim=True)
-            bad = (denominator.abs() <= 1e-10 * scale.clamp_min(1e-30)) | ~torch.isfinite(u).all(1, keepdim=True)
+            bad = (denominator.abs() <= 1e-10 * scale.clamp_min(1e-30)) | ~torch.isfinite(u).all(
+                1, keepdim=True
+            )
             u = torch.where(bad, torch.zeros_like(u), u)
             v = torch.where(bad, torch.zeros_like(v), v)
             us.append(u)

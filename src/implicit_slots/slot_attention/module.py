@@ -150,6 +150,10 @@ class SlotAttention(nn.Module):
         self.project_k = xavier_linear(input_dim, slot_dim, bias=False)
         self.project_v = xavier_linear(input_dim, slot_dim, bias=False)
         self.initializer = GaussianSlotInitializer(slot_dim)
+        if self.gradient.name != "unrolled":
+            # Neumann / IFT start the solve from detached slots: the initialisation can never receive a
+            # gradient (paper Fig. 2), so it is frozen rather than silently left out of every update.
+            self.initializer.requires_grad_(False)
         self.cell = SlotAttentionCell(slot_dim, mlp_hidden_dim, num_heads, epsilon)
 
     def extra_repr(self) -> str:
@@ -199,9 +203,10 @@ class SlotAttention(nn.Module):
 
         def update(slots: Tensor) -> Tensor:
             out = self.cell(slots, keys, values)
-            recent.append((out.slots, out.attention))
+            new_slots = out.slots.to(slots.dtype)  # under autocast the cell may return bf16
+            recent.append((new_slots, out.attention))
             del recent[:-3]
-            return out.slots
+            return new_slots
 
         solution = self.gradient(update, initial_slots, self.solver)
         attention = next((a for s, a in recent if s is solution.fixed_point), None)
