@@ -1,0 +1,254 @@
+"""The figure (PNG) and the results table (Markdown) of an experiment, from its run folders.
+
+For every curve of the experiment and every seed, the run folder is found through the plan (shared runs
+included) or, without a plan, at ``runs_dir/<config>/seed<s>``. Learning-curve panels show mean ± std over
+seeds; bar panels show the final metrics (mean ± std, one dot per seed). The Markdown table lists our
+mean ± std next to the paper's number ("not reported" where the paper gives none).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from implicit_slots.reproduce.aggregate import (
+    TRAIN_PREFIX,
+    RunRecord,
+    aggregate_curve,
+    aggregate_final,
+    final_value,
+    load_run,
+)
+from implicit_slots.reproduce.experiments import NOT_REPORTED, Curve, Experiment
+from implicit_slots.reproduce.runs import RunSpec
+
+__all__ = ["CurveRuns", "collect_runs", "draw_figure", "results_table", "write_reports"]
+
+SMOOTH_POINTS = 5  # moving-average window (logged points) of the plotted learning curves
+
+
+@dataclass
+class CurveRuns:
+    """The runs (one per seed that has a run folder) behind one curve, and where they live."""
+
+    curve: Curve
+    run_name: str
+    runs: list[RunRecord]
+    seeds: int
+
+    @property
+    def shared(self) -> bool:
+        """The runs are those of another config (identical experiment)."""
+        return self.run_name != self.curve.config
+
+
+def collect_runs(
+    experiment: Experiment, seeds: int, runs_dir: Path, plan: Sequence[RunSpec] | None = None
+) -> list[CurveRuns]:
+    """The run records of every curve of ``experiment`` (seeds ``0 .. seeds-1``)."""
+    aliases: dict[tuple[str, int], str] = {}
+    for spec in plan or ():
+        for alias in spec.aliases:
+            aliases[(alias, spec.seed)] = spec.config_name
+    collected = []
+    for curve in experiment.curves:
+        runs = []
+        run_name = curve.config
+        for seed in range(seeds):
+            run_name = aliases.get((curve.config, seed), curve.config)
+            record = load_run(runs_dir / run_name / f"seed{seed}", seed)
+            if record is not None:
+                runs.append(record)
+        collected.append(CurveRuns(curve, run_name, runs, seeds))
+    return collected
+
+
+def _metric_label(metric: str) -> str:
+    if metric.startswith(TRAIN_PREFIX):
+        return f"{metric[len(TRAIN_PREFIX) :]} (train, last 10%)"
+    return metric
+
+
+def _notes(item: CurveRuns) -> str:
+    notes = []
+    finished = [r for r in item.runs if r.finished]
+    if len(finished) < item.seeds:
+        notes.append(f"{len(finished)}/{item.seeds} seeds finished")
+    steps = sorted({r.last_step for r in item.runs})
+    if item.runs and any(not r.finished for r in item.runs):
+        notes.append("partial: steps " + ", ".join(str(s) for s in steps))
+    diverged = [r for r in item.runs if r.diverged]
+    if diverged:
+        notes.append(
+            "diverged (NaN/Inf) in seed(s) " + ", ".join(f"{r.seed} at step {r.last_step}" for r in diverged)
+        )
+    unevaluated = [r.seed for r in item.runs if r.eval_step is None]
+    if unevaluated:
+        notes.append("not evaluated: seed(s) " + ", ".join(str(s) for s in unevaluated))
+    if item.shared:
+        notes.append(f"same run as {item.run_name}")
+    return "; ".join(notes)
+
+
+def results_table(experiment: Experiment, collected: Sequence[CurveRuns]) -> str:
+    """The Markdown results table: one row per curve, mean ± std per metric, the paper's numbers, notes."""
+    metrics = [m for m in experiment.final_metrics if any(aggregate_final(c.runs, m) for c in collected)]
+    header = ["curve", "config", "seeds", *(_metric_label(m) for m in metrics), "paper", "notes"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for item in collected:
+        cells = [item.curve.label, f"`{item.curve.config}`", str(len(item.runs))]
+        for metric in metrics:
+            stat = aggregate_final(item.runs, metric)
+            cells.append(stat.format() if stat is not None else "-")
+        paper = [
+            f"{_metric_label(n.metric)}: {n.value}"
+            for n in experiment.paper_numbers
+            if n.config == item.curve.config
+        ]
+        cells.append("; ".join(paper) if paper else NOT_REPORTED)
+        cells.append(_notes(item))
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def per_seed_table(experiment: Experiment, collected: Sequence[CurveRuns]) -> str:
+    """Every seed's final values (what the mean ± std is made of)."""
+    metrics = [m for m in experiment.final_metrics if any(aggregate_final(c.runs, m) for c in collected)]
+    header = ["curve", "seed", "last step", *(_metric_label(m) for m in metrics)]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for item in collected:
+        for run in item.runs:
+            cells = [item.curve.label, str(run.seed), str(run.last_step)]
+            for metric in metrics:
+                value = final_value(run, metric)
+                cells.append(
+                    "-" if value is None else ("NaN" if not math.isfinite(value) else f"{value:.4g}")
+                )
+            lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def draw_figure(experiment: Experiment, collected: Sequence[CurveRuns], path: Path, scale: str) -> Path:
+    """Learning-curve panels (mean ± std over seeds) and bar panels of the final metrics, as one PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    bars = [m for m in experiment.bar_metrics if any(aggregate_final(c.runs, m) for c in collected)]
+    count = len(experiment.panels) + len(bars)
+    columns = min(count, 3)
+    rows = math.ceil(count / columns)
+    figure, axes_grid = plt.subplots(rows, columns, figsize=(5.2 * columns, 3.8 * rows), squeeze=False)
+    axes = list(axes_grid.flat)
+    colours = plt.get_cmap("tab10")
+    colour_of = {item.curve.config: colours(i % 10) for i, item in enumerate(collected)}
+    for axis, panel in zip(axes, experiment.panels):
+        drawn = False
+        for item in collected:
+            if panel.panel and item.curve.panel != panel.panel:
+                continue
+            curve = aggregate_curve(item.runs, panel.key, smooth=SMOOTH_POINTS)
+            if curve is None:
+                continue
+            finite = np.isfinite(curve.mean)
+            if panel.log_scale:
+                finite &= curve.mean > 0
+            if not finite.any():
+                continue
+            colour = colour_of[item.curve.config]
+            steps, mean, std = curve.steps[finite], curve.mean[finite], curve.std[finite]
+            axis.plot(steps, mean, color=colour, label=f"{item.curve.label} (n={len(item.runs)})", lw=1.4)
+            low = np.maximum(mean - std, mean * 1e-3) if panel.log_scale else mean - std
+            axis.fill_between(steps, low, mean + std, color=colour, alpha=0.2, lw=0)
+            drawn = True
+        axis.set_title(panel.title, fontsize=9)
+        axis.set_xlabel("step", fontsize=8)
+        if drawn:
+            if panel.log_scale:
+                axis.set_yscale("log")
+            axis.legend(fontsize=7)
+        else:
+            axis.text(0.5, 0.5, "no data", ha="center", va="center", transform=axis.transAxes)
+        axis.tick_params(labelsize=7)
+    for axis, metric in zip(axes[len(experiment.panels) :], bars):
+        labels, means, stds = [], [], []
+        for index, item in enumerate(collected):
+            stat = aggregate_final(item.runs, metric)
+            labels.append(item.curve.label)
+            means.append(stat.mean if stat is not None else math.nan)
+            stds.append(stat.std if stat is not None else 0.0)
+            values = [final_value(r, metric) for r in item.runs]
+            points = [v for v in values if v is not None and math.isfinite(v)]
+            axis.scatter([index] * len(points), points, color="black", s=8, zorder=3)
+        positions = np.arange(len(labels))
+        axis.bar(
+            positions,
+            np.nan_to_num(np.asarray(means), nan=0.0),
+            yerr=stds,
+            color=[colour_of[c.curve.config] for c in collected],
+            alpha=0.8,
+            capsize=3,
+        )
+        axis.set_xticks(positions)
+        axis.set_xticklabels(labels, rotation=30, ha="right", fontsize=7)
+        axis.set_title(_metric_label(metric), fontsize=9)
+        axis.tick_params(labelsize=7)
+    for axis in axes[count:]:
+        axis.axis("off")
+    figure.suptitle(
+        f"{experiment.name} ({experiment.source}), scale {scale}: {experiment.title}", fontsize=10
+    )
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return path
+
+
+def write_reports(
+    experiments: Sequence[Experiment],
+    scale: str,
+    seeds: int,
+    runs_dir: Path,
+    out_dir: Path,
+    *,
+    plan: Sequence[RunSpec] | None = None,
+    command: str = "",
+) -> list[Path]:
+    """Write ``out_dir/<name>.png`` and ``out_dir/<name>.md`` for every experiment; returns the paths."""
+    written = []
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for experiment in experiments:
+        collected = collect_runs(experiment, seeds, runs_dir, plan)
+        figure = draw_figure(experiment, collected, out_dir / f"{experiment.name}.png", scale)
+        text = [
+            f"# {experiment.name}: {experiment.title}",
+            "",
+            f"Paper: {experiment.source}. Scale: `{scale}`. Seeds requested: {seeds}.",
+            "",
+            "Paper's claims tested here:",
+            "",
+            *(f"- {claim}" for claim in experiment.claims),
+            "",
+            f"![{experiment.name}]({figure.name})",
+            "",
+            "Mean ± sample std over seeds. `train:` metrics are the mean over the last 10% of logged "
+            "training steps of each run; the others come from `eval/metrics.json`. "
+            "`proxy_feature_distance` is not FID (no Inception weights offline).",
+            "",
+            results_table(experiment, collected),
+            "Per seed:",
+            "",
+            per_seed_table(experiment, collected),
+        ]
+        if command:
+            text += ["Command:", "", "```", command, "```", ""]
+        markdown = out_dir / f"{experiment.name}.md"
+        markdown.write_text("\n".join(text))
+        written += [figure, markdown]
+    return written

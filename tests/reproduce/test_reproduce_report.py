@@ -1,0 +1,237 @@
+"""`reproduce`: planning (shared runs, skip/resume states), aggregation over seeds, the table and the figure,
+from fake finished runs written here."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from implicit_slots.cli import main
+from implicit_slots.reproduce.aggregate import (
+    aggregate_curve,
+    aggregate_final,
+    final_value,
+    load_run,
+)
+from implicit_slots.reproduce.experiments import EXPERIMENTS, NOT_REPORTED, get_experiment
+from implicit_slots.reproduce.report import collect_runs, results_table, write_reports
+from implicit_slots.reproduce.runs import (
+    RUN_STATUS_FILE,
+    ExecutionOptions,
+    ReproduceError,
+    build_plan,
+    evaluate_command,
+    execute_plan,
+    inspect_run,
+    train_command,
+)
+from implicit_slots.training.checkpoint import CHECKPOINT_FORMAT_VERSION
+
+
+def write_fake_run(
+    run_dir: Path,
+    *,
+    max_steps: int = 100,
+    last_step: int = 100,
+    cross_entropy: float = 50.0,
+    eval_metrics: dict[str, float] | None = None,
+    diverged: bool = False,
+) -> None:
+    """A run folder as `train` + `evaluate` leave it (config.yaml, metrics.jsonl, eval/metrics.json)."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.yaml").write_text(yaml.safe_dump({"training": {"max_steps": max_steps}}))
+    lines = []
+    for step in range(10, last_step + 1, 10):
+        # cross entropy falls linearly to `cross_entropy` at step 100; Jacobian norm = step / 100.
+        record = {"step": step, "loss": 1.0, "cross_entropy": cross_entropy + (100 - step)}
+        if step % 20 == 0:
+            record["diag/jacobian_norm_mean"] = step / 100
+        lines.append(json.dumps(record))
+    (run_dir / "metrics.jsonl").write_text("\n".join(lines) + "\n")
+    if eval_metrics is not None:
+        (run_dir / "eval").mkdir(exist_ok=True)
+        record = {"checkpoint_step": last_step, "metrics": eval_metrics}
+        (run_dir / "eval" / "metrics.json").write_text(json.dumps(record))
+    if diverged:
+        (run_dir / RUN_STATUS_FILE).write_text(
+            json.dumps({"train": "diverged", "checkpoint_step": last_step})
+        )
+
+
+def test_list_prints_the_seven_names(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["reproduce", "--list"]) == 0
+    assert capsys.readouterr().out.split() == ["fig3a", "fig3b", "table3", "fig5", "fig6", "fig7", "fig8"]
+
+
+def test_unknown_experiment_is_one_clear_error(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["reproduce", "fig9"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown experiment 'fig9'" in err and "fig3b" in err
+
+
+def test_final_value_is_the_mean_of_the_last_tenth_and_seeds_aggregate(tmp_path: Path) -> None:
+    write_fake_run(tmp_path / "a", cross_entropy=50.0, eval_metrics={"mse_autoregressive": 10.0})
+    write_fake_run(tmp_path / "b", cross_entropy=60.0, eval_metrics={"mse_autoregressive": 14.0})
+    runs = [load_run(tmp_path / "a", 0), load_run(tmp_path / "b", 1)]
+    assert all(r is not None and r.finished for r in runs)
+    a, b = runs[0], runs[1]
+    assert a is not None and b is not None
+    # last 10% of 100 steps: steps 90 and 100 -> CE 60 and 50.
+    assert final_value(a, "train:cross_entropy") == pytest.approx(55.0)
+    assert final_value(a, "train:diag/jacobian_norm_mean") == pytest.approx(1.0)  # only step 100 (>= 90)
+    assert final_value(a, "mse_autoregressive") == 10.0
+    assert final_value(a, "fid") is None
+    stat = aggregate_final([a, b], "mse_autoregressive")
+    assert stat is not None
+    assert (stat.mean, stat.count) == (12.0, 2)
+    assert stat.std == pytest.approx(math.sqrt(8.0))  # sample std of (10, 14)
+    assert stat.format() == "12 ± 2.8"
+    curve = aggregate_curve([a, b], "cross_entropy")
+    assert curve is not None
+    np.testing.assert_allclose(curve.mean[-1], 55.0)
+    np.testing.assert_array_equal(curve.count, 2)
+
+
+def test_curves_of_unequal_length_average_what_exists(tmp_path: Path) -> None:
+    write_fake_run(tmp_path / "a")
+    write_fake_run(tmp_path / "b", last_step=50, diverged=True)
+    a, b = load_run(tmp_path / "a", 0), load_run(tmp_path / "b", 1)
+    assert a is not None and b is not None and b.diverged and b.finished
+    curve = aggregate_curve([a, b], "cross_entropy")
+    assert curve is not None
+    assert curve.count.tolist() == [2] * 5 + [1] * 5
+    assert curve.std[-1] == 0.0
+
+
+def _fake_experiment_runs(runs_dir: Path, experiment: str, seeds: int = 2) -> None:
+    for index, curve in enumerate(get_experiment(experiment).curves):
+        for seed in range(seeds):
+            write_fake_run(
+                runs_dir / curve.config / f"seed{seed}",
+                cross_entropy=10.0 * (index + 1) + seed,
+                eval_metrics={"mse_autoregressive": 100.0 + index, "proxy_feature_distance": 1.0},
+            )
+
+
+def test_report_table_and_figure_from_fake_runs(tmp_path: Path) -> None:
+    runs_dir, out = tmp_path / "runs", tmp_path / "out"
+    _fake_experiment_runs(runs_dir, "table3")
+    # One vanilla seed diverged, one implicit seed is missing.
+    write_fake_run(runs_dir / "table3_coco_vanilla" / "seed1", last_step=40, diverged=True)
+    (runs_dir / "table3_coco_implicit" / "seed1" / "metrics.jsonl").unlink()
+    experiment = get_experiment("table3")
+    table = results_table(experiment, collect_runs(experiment, 2, runs_dir))
+    lines = table.splitlines()
+    assert lines[0].startswith("| curve | config | seeds | mse_autoregressive |")
+    clevr = next(line for line in lines if "`table3_clevr_mirror_implicit`" in line)
+    # CE over seeds of the mean over steps 90 and 100: seed 0 (20 + 10) / 2, seed 1 (21 + 11) / 2.
+    assert "| 100 ± 0 |" in clevr and "| 15.5 ± 0.71 |" in clevr
+    assert "mse_autoregressive: 10.66" in clevr and "fid: 22.19" in clevr
+    coco = next(line for line in lines if "`table3_coco_vanilla`" in line)
+    assert "diverged (NaN/Inf) in seed(s) 1 at step 40" in coco
+    assert "1/2 seeds finished" in next(line for line in lines if "`table3_coco_implicit`" in line)
+
+    written = write_reports([experiment, get_experiment("fig8")], "cpu", 2, runs_dir, out, command="cmd")
+    assert [p.name for p in written] == ["table3.png", "table3.md", "fig8.png", "fig8.md"]
+    assert (out / "table3.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    fig8 = (out / "fig8.md").read_text()
+    assert NOT_REPORTED in fig8 and "| 0 |" in fig8  # no fig8 runs: zero seeds, the paper has no number
+
+
+def test_cli_report_only_writes_every_figure(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    runs_dir, out = tmp_path / "runs", tmp_path / "out"
+    _fake_experiment_runs(runs_dir, "fig3b", seeds=1)
+    code = main(
+        [
+            "reproduce",
+            "fig3b",
+            "--seeds",
+            "1",
+            "--runs-dir",
+            str(runs_dir),
+            "--out",
+            str(out),
+            "--report-only",
+        ]
+    )
+    assert code == 0
+    text = (out / "fig3b.md").read_text()
+    assert "about 130" in text and "![fig3b](fig3b.png)" in text
+    assert "written: " in capsys.readouterr().out
+
+
+def test_plan_shares_identical_configs_and_orders_by_experiment(tmp_path: Path) -> None:
+    plan = build_plan([EXPERIMENTS["fig3a"], EXPERIMENTS["fig3b"]], "cpu", 2, tmp_path)
+    names = [(spec.config_name, spec.seed) for spec in plan]
+    # At CPU scale Fig. 3a's runs are Fig. 3b's are Table 3's CLEVR-Mirror runs: trained once.
+    assert names[:4] == [
+        ("table3_clevr_mirror_vanilla", 0),
+        ("table3_clevr_mirror_vanilla", 1),
+        ("table3_clevr_mirror_implicit", 0),
+        ("table3_clevr_mirror_implicit", 1),
+    ]
+    assert len(plan) == 10  # 5 fig3b curves x 2 seeds, fig3a adds nothing
+    vanilla = plan[0]
+    assert {"fig3a_vanilla", "fig3b_vanilla", "fig5_vanilla_all_tricks"} <= set(vanilla.aliases)
+    assert vanilla.config.training.seed == 0 and plan[1].config.training.seed == 1
+    assert vanilla.run_dir == tmp_path / "table3_clevr_mirror_vanilla" / "seed0"
+    # At paper scale Fig. 3b is 64x64 and Table 3 96x96: different runs.
+    paper = build_plan([EXPERIMENTS["fig3b"]], "paper", 1, tmp_path, only=["fig3b_vanilla"])
+    assert [spec.config_name for spec in paper] == ["fig3a_vanilla"]
+    with pytest.raises(ReproduceError, match="matches no config"):
+        build_plan([EXPERIMENTS["fig7"]], "cpu", 1, tmp_path, only=["fig3*"])
+
+
+def _fake_checkpoint(run_dir: Path, step: int) -> None:
+    (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+    torch.save(
+        {"format_version": CHECKPOINT_FORMAT_VERSION, "step": step}, run_dir / "checkpoints" / "last.pt"
+    )
+
+
+def test_run_states_decide_skip_resume_and_evaluate(tmp_path: Path) -> None:
+    plan = build_plan([EXPERIMENTS["fig8"]], "cpu", 1, tmp_path, only=["fig8_implicit"])
+    (spec,) = plan
+    steps = spec.config.training.max_steps
+    state = inspect_run(spec.run_dir, steps)
+    assert (state.checkpoint_step, state.trained, state.complete) == (None, False, False)
+    assert train_command(spec, state, "py")[:4] == ["py", "-m", "implicit_slots.cli", "train"]
+    assert "training.seed=0" in train_command(spec, state, "py")
+
+    _fake_checkpoint(spec.run_dir, 400)
+    state = inspect_run(spec.run_dir, steps)
+    assert not state.trained
+    assert train_command(spec, state, "py")[4:] == [
+        "--resume",
+        str(spec.run_dir),
+        f"training.max_steps={steps}",
+    ]
+
+    _fake_checkpoint(spec.run_dir, steps)
+    assert inspect_run(spec.run_dir, steps).trained and not inspect_run(spec.run_dir, steps).complete
+    command = evaluate_command(spec, ExecutionOptions(device="cpu"))
+    assert command[-6:] == ["--split", "test", "--device", "cpu", "--max-images", "256"]
+
+    (spec.run_dir / "eval").mkdir()
+    (spec.run_dir / "eval" / "metrics.json").write_text(json.dumps({"checkpoint_step": steps, "metrics": {}}))
+    assert inspect_run(spec.run_dir, steps).complete
+    messages: list[str] = []
+    (result,) = execute_plan(plan, ExecutionOptions(echo=messages.append, dry_run=True))
+    assert result.status == "complete" and not result.trained and "complete, skipped" in messages[-1]
+
+
+def test_a_run_folder_of_another_experiment_is_refused(tmp_path: Path) -> None:
+    (spec,) = build_plan([EXPERIMENTS["fig8"]], "cpu", 1, tmp_path, only=["fig8_implicit"])
+    spec.run_dir.mkdir(parents=True)
+    other = build_plan([EXPERIMENTS["fig8"]], "cpu", 1, tmp_path, only=["fig8_vanilla"])[0]
+    from implicit_slots.config import save_config
+
+    save_config(other.config, spec.run_dir / "config.yaml")
+    with pytest.raises(ReproduceError, match="holds a different experiment"):
+        execute_plan([spec], ExecutionOptions(dry_run=True, echo=lambda _: None))
