@@ -235,3 +235,15 @@ def test_a_run_folder_of_another_experiment_is_refused(tmp_path: Path) -> None:
     save_config(other.config, spec.run_dir / "config.yaml")
     with pytest.raises(ReproduceError, match="holds a different experiment"):
         execute_plan([spec], ExecutionOptions(dry_run=True, echo=lambda _: None))
+
+
+def test_train_max_is_the_largest_finite_value_of_the_run(tmp_path: Path) -> None:
+    write_fake_run(tmp_path / "a")
+    lines = (tmp_path / "a" / "metrics.jsonl").read_text().splitlines()
+    lines.append(json.dumps({"step": 110, "diag/jacobian_norm_mean": None}))  # a NaN step is skipped
+    (tmp_path / "a" / "metrics.jsonl").write_text("\n".join(lines) + "\n")
+    run = load_run(tmp_path / "a", 0)
+    assert run is not None
+    assert final_value(run, "train_max:diag/jacobian_norm_mean") == 1.0
+    assert final_value(run, "train_max:cross_entropy") == 140.0  # step 10: 50 + 90
+    assert final_value(run, "train_max:grad_norm/main") is None

@@ -21,6 +21,8 @@ from implicit_slots.training.logger import read_metrics
 
 __all__ = [
     "FINAL_FRACTION",
+    "TRAIN_MAX_PREFIX",
+    "TRAIN_PREFIX",
     "CurveStatistics",
     "RunRecord",
     "Statistic",
@@ -33,6 +35,7 @@ __all__ = [
 
 FINAL_FRACTION = 0.1
 TRAIN_PREFIX = "train:"
+TRAIN_MAX_PREFIX = "train_max:"
 
 
 @dataclass
@@ -113,7 +116,15 @@ def series(records: Sequence[dict[str, Any]], key: str) -> tuple[np.ndarray, np.
 
 
 def final_value(run: RunRecord, metric: str) -> float | None:
-    """A run's final value of ``metric`` (``train:KEY``: mean over the last 10% of logged steps)."""
+    """A run's final value of ``metric``.
+
+    ``train:KEY``: mean of KEY over the last 10% of logged steps; ``train_max:KEY``: the largest finite
+    value of KEY over the whole run (how far a norm grew); anything else: ``eval/metrics.json``.
+    """
+    if metric.startswith(TRAIN_MAX_PREFIX):
+        _, values = series(run.records, metric[len(TRAIN_MAX_PREFIX) :])
+        finite = values[np.isfinite(values)]
+        return float(finite.max()) if len(finite) else None
     if not metric.startswith(TRAIN_PREFIX):
         value = run.eval_metrics.get(metric)
         return float(value) if value is not None else None

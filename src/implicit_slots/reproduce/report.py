@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from implicit_slots.reproduce.aggregate import (
+    TRAIN_MAX_PREFIX,
     TRAIN_PREFIX,
     RunRecord,
     aggregate_curve,
@@ -68,6 +69,8 @@ def collect_runs(
 
 
 def _metric_label(metric: str) -> str:
+    if metric.startswith(TRAIN_MAX_PREFIX):
+        return f"{metric[len(TRAIN_MAX_PREFIX) :]} (train, max)"
     if metric.startswith(TRAIN_PREFIX):
         return f"{metric[len(TRAIN_PREFIX) :]} (train, last 10%)"
     return metric
@@ -237,8 +240,9 @@ def write_reports(
             "",
             f"![{experiment.name}]({figure.name})",
             "",
-            "Mean ± sample std over seeds. `train:` metrics are the mean over the last 10% of logged "
-            "training steps of each run; the others come from `eval/metrics.json`. "
+            "Mean ± sample std over seeds. `(train, last 10%)` columns are the mean over the last 10% of "
+            "logged training steps of each run, `(train, max)` the largest value logged during training; "
+            "the others come from `eval/metrics.json`. "
             "`proxy_feature_distance` is not FID (no Inception weights offline).",
             "",
             results_table(experiment, collected),
