@@ -13,7 +13,7 @@ from implicit_slots.models import get_model_spec
 from implicit_slots.models.slate import Slate, SlateConfig, SlateOutput, build_slate, sample_gumbel_tokens
 from implicit_slots.models.slate.dvae import DiscreteVAE
 from implicit_slots.models.slate.transformer import _chunked_causal_attention
-from implicit_slots.slot_attention import SlotAttentionConfig
+from implicit_slots.slot_attention import SlotAttention, SlotAttentionConfig
 
 
 def tiny_config(variant: str = "vanilla", **changes: object) -> SlateConfig:
@@ -220,6 +220,8 @@ def test_bad_inputs_raise_clear_errors() -> None:
         build_slate(tiny_config(image_size=18))
     with pytest.raises(ValueError, match="not divisible by num_heads"):
         build_slate(tiny_config(num_heads=3))
+    with pytest.raises(ValueError, match=r"slot_attention\.input_dim=8 must equal d_model=16"):
+        Slate(16, SlotAttention(8, num_slots=2, slot_dim=8, mlp_hidden_dim=8, num_iterations=1), d_model=16)
     with pytest.raises(TypeError, match="expects a SlateOutput"):
         model.compute_loss(object(), {"image": torch.rand(1, 3, 16, 16)})  # type: ignore[arg-type]
 

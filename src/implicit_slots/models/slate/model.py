@@ -107,9 +107,10 @@ class Slate(ObjectCentricModel):
         super().__init__()
         if image_size % PATCH_SIZE:
             raise ValueError(f"image_size must be a multiple of {PATCH_SIZE}, got {image_size}")
-        input_dim = getattr(slot_attention, "input_dim", d_model)
-        if input_dim != d_model:
-            raise ValueError(f"slot_attention.input_dim={input_dim} must equal d_model={d_model}")
+        if slot_attention.input_dim != d_model:
+            raise ValueError(
+                f"slot_attention.input_dim={slot_attention.input_dim} must equal d_model={d_model}"
+            )
         self.image_size = image_size
         self.grid_size = image_size // PATCH_SIZE
         self.num_tokens = self.grid_size**2
