@@ -218,7 +218,14 @@ EXPERIMENTS: dict[str, Experiment] = {
                 for kind in ("implicit", "vanilla")
             ),
             panels=(_CE, _JAC),
-            final_metrics=("mse_autoregressive", "fid", "proxy_feature_distance", "mse_dvae", *_SLATE_TRAIN),
+            final_metrics=(
+                "mse_autoregressive",
+                "fid",
+                "proxy_feature_distance",
+                "mse_dvae",
+                "cross_entropy",
+                *_SLATE_TRAIN,
+            ),
             bar_metrics=("mse_autoregressive", "train:cross_entropy"),
             paper_numbers=_TABLE3_NUMBERS,
             evaluation=_SLATE_EVAL,
