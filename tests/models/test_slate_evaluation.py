@@ -49,6 +49,7 @@ def test_evaluator_writes_metrics_and_figure(tmp_path: Path) -> None:
     assert set(metrics) == {
         "mse_dvae",
         "mse_autoregressive",
+        "mse_autoregressive_sampled",
         "cross_entropy",
         "relative_residual",
         "proxy_feature_distance",
@@ -67,12 +68,12 @@ def test_evaluator_writes_metrics_and_figure(tmp_path: Path) -> None:
     # Same seed, same numbers.
     again = get_evaluator("slate")(model, ImageList(images), options).metrics
     assert again == metrics
-    # The figure: 5 rows (the first batch holds 3) x (input, dVAE, slots, 3 slot masks) columns.
+    # The figure: 3 rows (the first batch) x (input, dVAE, greedy, sampled, 3 slot masks) columns.
     (figure,) = report.figures
     assert figure == tmp_path / "slate_val.png"
     with Image.open(figure) as opened:
         width, height = opened.size
-    assert width == 6 * (32 + 2) + 2
+    assert width == 7 * (32 + 2) + 2
     assert height == 14 + 3 * (32 + 2) + 2
 
 

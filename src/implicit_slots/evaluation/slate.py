@@ -5,7 +5,11 @@ Metrics (``metrics.json`` keys), on the first ``max_images`` images of the split
 - ``mse_dvae``: the dVAE reconstruction of the argmax tokens, clamped to [0, 1];
 - ``mse_autoregressive``: the reconstruction *through the slots*, the paper's Table-3 images: argmax dVAE
   tokens -> slots -> tokens re-generated one by one (greedy, key/value cache) -> dVAE decoder -> clamp;
-- both MSEs in SLATE's convention (:func:`implicit_slots.metrics.per_image_squared_error`: sum of squared
+- ``mse_autoregressive_sampled``: the same with tokens sampled from the decoder's distribution (temperature
+  1, a generator seeded with ``options.seed``) instead of the greedy argmax. Early in training greedy
+  decoding of CLEVR-like scenes emits only the most frequent (background) token, because at an object's
+  first token the background is still the single most likely one; sampling shows what the slots encode;
+- the MSEs are in SLATE's convention (:func:`implicit_slots.metrics.per_image_squared_error`: sum of squared
   errors over pixels and channels of images in [0, 1], averaged over images);
 - ``cross_entropy``: the decoder's teacher-forced cross-entropy of the argmax tokens, summed over tokens and
   averaged over images (SLATE's training-loss scale);
@@ -15,7 +19,7 @@ Metrics (``metrics.json`` keys), on the first ``max_images`` images of the split
 - ``num_images``.
 
 The figure ``slate_<split>.png`` has one row per image (up to 8): input | dVAE reconstruction |
-reconstruction through the slots | one attention-mask overlay per slot.
+reconstruction through the slots (greedy) | the same, sampled | one attention-mask overlay per slot.
 """
 
 from __future__ import annotations
@@ -101,7 +105,14 @@ def evaluate_slate(
     distance = build_image_distance(options.fid_weights, device)
     # The initial slots are random: seed the global generator so that evaluations are repeatable.
     torch.manual_seed(options.seed)
-    totals = {"mse_dvae": 0.0, "mse_autoregressive": 0.0, "cross_entropy": 0.0, "relative_residual": 0.0}
+    sampling = torch.Generator(device=device).manual_seed(options.seed)
+    totals = {
+        "mse_dvae": 0.0,
+        "mse_autoregressive": 0.0,
+        "mse_autoregressive_sampled": 0.0,
+        "cross_entropy": 0.0,
+        "relative_residual": 0.0,
+    }
     num_images = 0
     figure_panels: list[tuple[str, Tensor]] | None = None
     for image in _image_batches(dataset, options.batch_size, options.max_images):
@@ -111,10 +122,13 @@ def evaluate_slate(
         assert isinstance(output, SlateOutput)
         generated = model.generate_tokens(output.slot_attention.slots)  # (B, T)
         autoregressive = model.decode_image_tokens(generated)  # (B, 3, H, W) in [0, 1]
+        sampled_tokens = model.generate_tokens(output.slot_attention.slots, sample=True, generator=sampling)
+        sampled = model.decode_image_tokens(sampled_tokens)  # (B, 3, H, W)
         dvae_reconstruction = output.dvae_reconstruction.clamp(0.0, 1.0)
         count = image.shape[0]
         totals["mse_dvae"] += float(per_image_squared_error(image, dvae_reconstruction).sum())
         totals["mse_autoregressive"] += float(per_image_squared_error(image, autoregressive).sum())
+        totals["mse_autoregressive_sampled"] += float(per_image_squared_error(image, sampled).sum())
         totals["cross_entropy"] += float(model.compute_loss(output, batch).terms["cross_entropy"]) * count
         totals["relative_residual"] += float(output.slot_attention.relative_residual.float().sum())
         distance.update(image, real=True)
@@ -128,6 +142,7 @@ def evaluate_slate(
                 ("input", image[shown]),
                 ("dVAE", dvae_reconstruction[shown]),
                 ("slots", autoregressive[shown]),
+                ("sampled", sampled[shown]),
                 *((f"slot {k + 1}", overlays[:, k]) for k in range(overlays.shape[1])),
             ]
     metrics = {name: total / num_images for name, total in totals.items()}
