@@ -20,6 +20,7 @@ REPO_ROOT = Path(__file__).resolve().parents[3]
 DEFAULT_CONFIG = REPO_ROOT / "configs" / "slate_clevr_lite.yaml"
 KEY_METRICS = (
     "mse_autoregressive",
+    "mse_autoregressive_sampled",
     "mse_dvae",
     "cross_entropy",
     "fid",
