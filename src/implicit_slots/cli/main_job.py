@@ -87,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"metrics    : {evaluation.path}")
     for name in KEY_METRICS:
         if name in evaluation.metrics:
-            print(f"  {name:<24} {evaluation.metrics[name]:.4g}")
+            print(f"  {name:<27} {evaluation.metrics[name]:.4g}")
     for figure in evaluation.figures:
         print(f"figure     : {figure}")
     print(f"tensorboard: tensorboard --logdir {run_dir}")
