@@ -16,7 +16,6 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 from torch.nn import functional
-from torchmetrics.image.fid import FrechetInceptionDistance
 
 from implicit_slots.metrics.inception import load_fid_inception
 
@@ -85,6 +84,10 @@ class ImageDistance:
 
     def __init__(self, feature_extractor: nn.Module, name: str, device: torch.device | None = None) -> None:
         self.name = name
+        # Imported here: torchmetrics' image package costs ~2.5 s to import, and every process that
+        # looks up a model would otherwise pay it.
+        from torchmetrics.image.fid import FrechetInceptionDistance
+
         self._metric = FrechetInceptionDistance(
             feature=feature_extractor, normalize=True, reset_real_features=True
         ).to(device or torch.device("cpu"))
