@@ -352,7 +352,7 @@ EXPERIMENTS: dict[str, Experiment] = {
                     "diag/jacobian_norm_mean", "Jacobian spectral norm of the SA cell", log_scale=True
                 ),
             ),
-            final_metrics=("fg_ari", "ari", "mse", "train:loss"),
+            final_metrics=("fg_ari", "fg_ari_attention", "ari", "mse", "train:loss"),
             bar_metrics=("fg_ari", "ari"),
             paper_numbers=(),
             evaluation={"cpu": EvaluationPlan("test", 256), "paper": EvaluationPlan("test", 1000)},
