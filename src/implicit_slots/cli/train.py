@@ -53,7 +53,7 @@ def register(subparsers: Any) -> None:
         help="train a model from a config (or resume a run)",
         description=__doc__.split("\n\n")[0] if __doc__ else None,
         epilog="Examples:\n"
-        "  implicit-slots train configs/paper/fig5_slate_implicit.yaml training.max_steps=1000\n"
+        "  implicit-slots train configs/paper/cpu/fig5_implicit_all_tricks.yaml training.max_steps=1000\n"
         "  implicit-slots train --resume runs/fig5-20260101-120000 training.max_steps=20000",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
