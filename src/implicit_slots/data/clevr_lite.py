@@ -14,7 +14,6 @@ size 0.55, margin 0.25 and 100 / 128² visible pixels.
 from __future__ import annotations
 
 import math
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -29,8 +28,7 @@ from implicit_slots.data.clevr_render import (
     RenderObject,
     RenderScene,
 )
-from implicit_slots.data.procedural import ProceduralDataset, RenderedSample, check_options, check_range
-from implicit_slots.data.registry import register_dataset
+from implicit_slots.data.procedural import ProceduralDataset, RenderedSample, check_range, register_procedural
 from implicit_slots.data.schema import COLOR_RGB, COLORS, MATERIALS, SHAPES, properties_from_objects
 
 VISIBILITY_RESOLUTION = 64  # side of the check render used for the visible-pixel rule
@@ -249,29 +247,15 @@ class ClevrLiteDataset(ProceduralDataset):
         return RenderedSample(image=image, labels=labels, properties=properties, scene=scene)
 
 
-def build_clevr_lite(
-    split: str, image_size: int, seed: int, *, root: Path | None, num_samples: int | None, **options: Any
-) -> ClevrLiteDataset:
-    """Builder of ``clevr-lite`` (options: see :data:`CLEVR_LITE_DEFAULTS`)."""
-    del root
-    merged = check_options("clevr-lite", options, CLEVR_LITE_DEFAULTS)
-    return ClevrLiteDataset("clevr-lite", split, image_size, seed, num_samples, **merged)
-
-
-def build_clevr_mirror_lite(
-    split: str, image_size: int, seed: int, *, root: Path | None, num_samples: int | None, **options: Any
-) -> ClevrLiteDataset:
-    """Builder of ``clevr-mirror-lite`` (options: see :data:`CLEVR_MIRROR_LITE_DEFAULTS`)."""
-    del root
-    merged = check_options("clevr-mirror-lite", options, CLEVR_MIRROR_LITE_DEFAULTS)
-    return ClevrLiteDataset("clevr-mirror-lite", split, image_size, seed, num_samples, **merged)
-
-
-register_dataset(
-    "clevr-lite", build_clevr_lite, "CLEVR-like 3D scenes rendered on the fly (masks, attributes)"
+register_procedural(
+    "clevr-lite",
+    ClevrLiteDataset,
+    CLEVR_LITE_DEFAULTS,
+    "CLEVR-like 3D scenes rendered on the fly (masks, attributes)",
 )
-register_dataset(
+register_procedural(
     "clevr-mirror-lite",
-    build_clevr_mirror_lite,
+    ClevrLiteDataset,
+    CLEVR_MIRROR_LITE_DEFAULTS,
     "clevr-lite with CLEVR-Mirror's mirror wall (masks, attributes)",
 )

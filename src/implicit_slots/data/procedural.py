@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from implicit_slots.data.registry import ObjectDataset
+from implicit_slots.data.registry import ObjectDataset, register_dataset
 from implicit_slots.data.schema import masks_from_labels
 
 SPLIT_IDS: dict[str, int] = {"train": 0, "val": 1, "test": 2}
@@ -106,3 +106,19 @@ class ProceduralDataset(ObjectDataset):
         if self.has_properties and sample.properties is not None:
             item["properties"] = torch.from_numpy(sample.properties)  # (K, 19)
         return item
+
+
+def register_procedural(
+    name: str, dataset_type: type[ProceduralDataset], defaults: Mapping[str, Any], description: str
+) -> None:
+    """Register a procedural dataset whose builder checks options against ``defaults`` (no root folder)."""
+
+    def build(
+        split: str, image_size: int, seed: int, *, root: Any, num_samples: int | None, **options: Any
+    ) -> ProceduralDataset:
+        del root  # rendered, never read from disk
+        merged = check_options(name, options, defaults)
+        return dataset_type(name, split, image_size, seed, num_samples, **merged)
+
+    build.__doc__ = f"Builder of ``{name}`` (options and defaults: {dict(defaults)})."
+    register_dataset(name, build, description)

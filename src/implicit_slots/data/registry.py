@@ -2,7 +2,7 @@
 
 Each source module registers its names on import::
 
-    register_dataset("clevr-lite", build_clevr_lite, "CLEVR-like scenes rendered on the fly")
+    register_dataset("coco", build_coco, "COCO-2017 folder")   # procedural sets: register_procedural
 
 A builder is ``build(split, image_size, seed, *, root, num_samples, **options) -> ObjectDataset`` (the
 signature of :func:`build_dataset` minus ``name``, with ``root`` already a ``Path`` or None).

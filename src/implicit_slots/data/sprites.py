@@ -9,13 +9,11 @@ from __future__ import annotations
 
 import colorsys
 import math
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from implicit_slots.data.procedural import ProceduralDataset, RenderedSample, check_options, check_range
-from implicit_slots.data.registry import register_dataset
+from implicit_slots.data.procedural import ProceduralDataset, RenderedSample, check_range, register_procedural
 
 SPRITE_SHAPES: tuple[str, ...] = ("square", "ellipse", "heart")
 SPRITES_DEFAULTS: dict[str, Any] = {
@@ -284,23 +282,7 @@ class TetrominoesDataset(ProceduralDataset):
         return RenderedSample(image=np.ascontiguousarray(image), labels=labels, properties=None, scene=scene)
 
 
-def build_sprites(
-    split: str, image_size: int, seed: int, *, root: Path | None, num_samples: int | None, **options: Any
-) -> SpritesDataset:
-    """Builder of ``sprites`` (options: see :data:`SPRITES_DEFAULTS`)."""
-    del root
-    merged = check_options("sprites", options, SPRITES_DEFAULTS)
-    return SpritesDataset("sprites", split, image_size, seed, num_samples, **merged)
-
-
-def build_tetrominoes(
-    split: str, image_size: int, seed: int, *, root: Path | None, num_samples: int | None, **options: Any
-) -> TetrominoesDataset:
-    """Builder of ``tetrominoes`` (options: see :data:`TETROMINOES_DEFAULTS`)."""
-    del root
-    merged = check_options("tetrominoes", options, TETROMINOES_DEFAULTS)
-    return TetrominoesDataset("tetrominoes", split, image_size, seed, num_samples, **merged)
-
-
-register_dataset("sprites", build_sprites, "Multi-dSprites-like 2D sprites (masks)")
-register_dataset("tetrominoes", build_tetrominoes, "Tetrominoes-like pieces on a block grid (masks)")
+register_procedural("sprites", SpritesDataset, SPRITES_DEFAULTS, "Multi-dSprites-like 2D sprites (masks)")
+register_procedural(
+    "tetrominoes", TetrominoesDataset, TETROMINOES_DEFAULTS, "Tetrominoes-like pieces on a block grid (masks)"
+)
