@@ -4,6 +4,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from model_checks import assert_every_parameter_gets_a_gradient, assert_training_lowers_loss
 from torch.utils.data import default_collate
 
 from implicit_slots.config import load_config
@@ -73,29 +74,11 @@ def test_loss_is_locatello_mse_on_minus_one_one_scale(batch: dict[str, torch.Ten
 
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_every_variant_lowers_the_loss_on_a_fixed_batch(batch: dict[str, torch.Tensor], variant: str) -> None:
-    model = build_autoencoder(_tiny_config(variant))
-    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
-
-    def fixed_loss() -> float:
-        torch.manual_seed(1)  # the same initial slots for both measurements
-        with torch.no_grad():
-            return float(model.compute_loss(model(batch), batch).loss)
-
-    before = fixed_loss()
-    for _ in range(8):
-        loss = model.compute_loss(model(batch), batch).loss
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        assert torch.isfinite(loss)
-    assert fixed_loss() < 0.9 * before
+    assert_training_lowers_loss(build_autoencoder(_tiny_config(variant)), batch)
 
 
 def test_every_parameter_gets_a_gradient_under_vanilla(batch: dict[str, torch.Tensor]) -> None:
-    model = build_autoencoder(_tiny_config("vanilla"))
-    model.compute_loss(model(batch), batch).loss.backward()
-    missing = [name for name, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
-    assert missing == []
+    assert_every_parameter_gets_a_gradient(build_autoencoder(_tiny_config("vanilla")), batch)
 
 
 def test_visualise_returns_image_strips(batch: dict[str, torch.Tensor]) -> None:
