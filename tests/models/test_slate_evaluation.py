@@ -51,6 +51,8 @@ def test_evaluator_writes_metrics_and_figure(tmp_path: Path) -> None:
         "mse_autoregressive",
         "mse_autoregressive_sampled",
         "cross_entropy",
+        "cross_entropy_shuffled_slots",
+        "slot_information",
         "relative_residual",
         "proxy_feature_distance",
         "num_images",
@@ -64,7 +66,6 @@ def test_evaluator_writes_metrics_and_figure(tmp_path: Path) -> None:
         expected = per_image_squared_error(images[:5], model.decode_image_tokens(tokens)).mean()
     assert metrics["mse_dvae"] == pytest.approx(float(expected), rel=1e-5)
     assert metrics["mse_autoregressive"] > 0 and metrics["cross_entropy"] > 0
-    assert metrics["proxy_feature_distance"] >= 0
     # Same seed, same numbers.
     again = get_evaluator("slate")(model, ImageList(images), options).metrics
     assert again == metrics
@@ -75,6 +76,32 @@ def test_evaluator_writes_metrics_and_figure(tmp_path: Path) -> None:
         width, height = opened.size
     assert width == 7 * (32 + 2) + 2
     assert height == 14 + 3 * (32 + 2) + 2
+
+
+def test_shuffled_slots_cross_entropy(tmp_path: Path) -> None:
+    torch.manual_seed(1)
+    model = tiny_model()
+    with torch.no_grad():  # sigma ~ 0: the initial slots, hence the slots, do not depend on the seed
+        model.slot_attention.initializer.log_sigma.fill_(-40.0)
+        model.slot_attention.initializer.mu.normal_()
+    images = torch.rand(5, 3, 16, 16)
+    options = EvaluationOptions(out_dir=tmp_path, split="val", batch_size=3)
+    metrics = get_evaluator("slate")(model, ImageList(images), options).metrics
+    # Each batch (3 + 2 images) is decoded with its slots shifted by one image.
+    loss = torch.nn.functional.cross_entropy
+    own_total, shifted_total = 0.0, 0.0
+    with torch.no_grad():
+        for part in (images[:3], images[3:]):
+            output = model({"image": part})
+            own = model.token_logits(output.tokens, output.slot_attention.slots)
+            torch.testing.assert_close(own, output.logits)  # own slots: the forward pass's logits
+            shifted = model.token_logits(output.tokens, output.slot_attention.slots.roll(1, dims=0))
+            own_total += float(loss(own.flatten(0, 1), output.tokens.flatten(), reduction="sum"))
+            shifted_total += float(loss(shifted.flatten(0, 1), output.tokens.flatten(), reduction="sum"))
+    assert metrics["cross_entropy"] == pytest.approx(own_total / 5, rel=1e-5)
+    assert metrics["cross_entropy_shuffled_slots"] == pytest.approx(shifted_total / 5, rel=1e-5)
+    assert metrics["slot_information"] == pytest.approx((shifted_total - own_total) / 5, abs=1e-3)
+    assert metrics["slot_information"] != 0.0  # an untrained decoder still reads its slots
 
 
 def test_evaluator_rejects_other_models(tmp_path: Path) -> None:

@@ -13,6 +13,11 @@ Metrics (``metrics.json`` keys), on the first ``max_images`` images of the split
   errors over pixels and channels of images in [0, 1], averaged over images);
 - ``cross_entropy``: the decoder's teacher-forced cross-entropy of the argmax tokens, summed over tokens and
   averaged over images (SLATE's training-loss scale);
+- ``cross_entropy_shuffled_slots``: the same cross-entropy with every image's slots replaced by those of the
+  next image of its batch (a cyclic shift; batches of one image are skipped), and ``slot_information`` =
+  ``cross_entropy_shuffled_slots - cross_entropy``: how many nats per image the decoder gains from the
+  image's own slots. Near 0 means the decoder ignores the slots and models tokens from their prefix alone
+  (reconstructions through the slots then cannot resemble their inputs);
 - ``fid`` (with ``--fid-weights``) or ``proxy_feature_distance`` (without; not FID) between the input images
   and the autoregressive reconstructions (:func:`implicit_slots.metrics.build_image_distance`);
 - ``relative_residual``: mean forward relative residual of the slot-attention fixed point;
@@ -29,6 +34,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image, ImageDraw
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Subset
@@ -113,6 +119,7 @@ def evaluate_slate(
         "cross_entropy": 0.0,
         "relative_residual": 0.0,
     }
+    shuffled_total, paired_total, shuffled_images = 0.0, 0.0, 0
     num_images = 0
     figure_panels: list[tuple[str, Tensor]] | None = None
     for image in _image_batches(dataset, options.batch_size, options.max_images):
@@ -129,8 +136,16 @@ def evaluate_slate(
         totals["mse_dvae"] += float(per_image_squared_error(image, dvae_reconstruction).sum())
         totals["mse_autoregressive"] += float(per_image_squared_error(image, autoregressive).sum())
         totals["mse_autoregressive_sampled"] += float(per_image_squared_error(image, sampled).sum())
-        totals["cross_entropy"] += float(model.compute_loss(output, batch).terms["cross_entropy"]) * count
+        cross_entropy = float(model.compute_loss(output, batch).terms["cross_entropy"]) * count
+        totals["cross_entropy"] += cross_entropy
         totals["relative_residual"] += float(output.slot_attention.relative_residual.float().sum())
+        if count > 1:
+            shuffled_logits = model.token_logits(output.tokens, output.slot_attention.slots.roll(1, dims=0))
+            shuffled_total += float(
+                F.cross_entropy(shuffled_logits.flatten(0, 1), output.tokens.flatten(), reduction="sum")
+            )
+            paired_total += cross_entropy
+            shuffled_images += count
         distance.update(image, real=True)
         distance.update(autoregressive, real=False)
         num_images += count
@@ -146,6 +161,9 @@ def evaluate_slate(
                 *((f"slot {k + 1}", overlays[:, k]) for k in range(overlays.shape[1])),
             ]
     metrics = {name: total / num_images for name, total in totals.items()}
+    if shuffled_images:
+        metrics["cross_entropy_shuffled_slots"] = shuffled_total / shuffled_images
+        metrics["slot_information"] = (shuffled_total - paired_total) / shuffled_images
     if num_images >= 2:
         metrics[distance.name] = distance.compute()
     metrics["num_images"] = float(num_images)

@@ -163,9 +163,7 @@ class Slate(ObjectCentricModel):
             tokens = token_grid.flatten(1)  # (B, T)
         embedded = self.embed_tokens(tokens)  # (B, T + 1, D)
         slot_output = self.encode_slots(embedded[:, 1:])
-        memory = self.slot_projection(slot_output.slots)  # (B, K, D)
-        hidden = self.decoder(embedded[:, :-1], memory)  # (B, T, D)
-        logits = self.token_head(hidden)  # (B, T, V)
+        logits = self._teacher_forced_logits(embedded, slot_output.slots)  # (B, T, V)
         return SlateOutput(
             slot_attention=slot_output, dvae_reconstruction=reconstruction, logits=logits, tokens=tokens
         )
@@ -239,6 +237,20 @@ class Slate(ObjectCentricModel):
         """
         features = self.input_mlp(self.input_norm(token_embeddings))  # (B, T, D)
         return self.slot_attention(features, generator=generator)
+
+    def _teacher_forced_logits(self, embedded: Tensor, slots: Tensor) -> Tensor:
+        """Next-token logits (B, T, V) from embedded ``[BOS, tokens]`` (B, T + 1, D) and slots (B, K, S)."""
+        memory = self.slot_projection(slots)  # (B, K, D)
+        hidden = self.decoder(embedded[:, :-1], memory)  # (B, T, D)
+        return self.token_head(hidden)
+
+    def token_logits(self, tokens: Tensor, slots: Tensor) -> Tensor:
+        """Teacher-forced next-token logits of ``tokens`` (B, T) given any slots (B, K, S) -> (B, T, V).
+
+        With the slots of the same images this is ``forward(batch).logits``; with other slots (for example
+        another image's) it measures how much the decoder relies on them.
+        """
+        return self._teacher_forced_logits(self.embed_tokens(tokens), slots)
 
     def encode_image_tokens(self, image: Tensor) -> Tensor:
         """The argmax dVAE tokens of an image (B, 3, H, W) -> (B, T) long."""
