@@ -12,6 +12,7 @@ from implicit_slots.fixed_point.variants import VARIANTS
 from implicit_slots.models import get_model_spec
 from implicit_slots.models.slate import Slate, SlateConfig, SlateOutput, build_slate, sample_gumbel_tokens
 from implicit_slots.models.slate.dvae import DiscreteVAE
+from implicit_slots.models.slate.model import sinusoidal_2d_positions
 from implicit_slots.models.slate.transformer import _chunked_causal_attention
 from implicit_slots.slot_attention import SlotAttention, SlotAttentionConfig
 
@@ -238,3 +239,27 @@ def test_visualise_rows() -> None:
 
 def test_slate_subclass() -> None:
     assert issubclass(Slate, torch.nn.Module)
+
+
+def test_sinusoidal_2d_position_init() -> None:
+    grid = 16
+    positions = sinusoidal_2d_positions(grid, 64)  # (256, 64)
+    assert positions.shape == (grid * grid, 64)
+    assert positions.square().mean().item() == pytest.approx(1.0, abs=0.1)  # SLATE's N(0, 1) scale
+    # Raster order: token t is row t // grid, column t % grid. Nearer tokens have more similar embeddings.
+    grid_view = positions.view(grid, grid, 64)
+    centre = grid_view[8, 8]
+
+    def distance(row: int, column: int) -> float:
+        return float((grid_view[row, column] - centre).norm())
+
+    assert distance(8, 9) < distance(8, 11) < distance(8, 15)
+    assert distance(9, 8) < distance(11, 8) < distance(15, 8)
+    assert len({tuple(row.tolist()) for row in positions}) == grid * grid  # every token distinct
+    model = build_slate(tiny_config(position_init="sinusoidal_2d"))
+    torch.testing.assert_close(model.position_embedding[0, 1:].detach(), sinusoidal_2d_positions(4, 16))
+    assert model.position_embedding.requires_grad  # still learned
+    with pytest.raises(ValueError, match="position_init"):
+        build_slate(tiny_config(position_init="fourier"))
+    with pytest.raises(ValueError, match="divisible by 4"):
+        sinusoidal_2d_positions(4, 18)

@@ -30,6 +30,8 @@ class SlateConfig:
         dropout: dropout on embeddings, attention outputs and FFN outputs.
         attention_dropout: dropout on attention weights (0 keeps the fused attention kernel; docs/slate.md).
         gumbel_temperature: initial Gumbel-softmax temperature (the engine anneals it).
+        position_init: ``trunc_normal`` (SLATE) or ``sinusoidal_2d`` (2D Fourier features as the initial
+            value of the learned position embedding; learns the grid layout faster, see docs/slate.md).
         slot_attention: the slot-attention module (variant, iterations, slots, sizes, solver options).
     """
 
@@ -42,6 +44,7 @@ class SlateConfig:
     dropout: float = 0.1
     attention_dropout: float = 0.1
     gumbel_temperature: float = 1.0
+    position_init: str = "trunc_normal"
     slot_attention: SlotAttentionConfig = field(default_factory=_slate_slot_attention)
 
 
@@ -75,4 +78,5 @@ def build_slate(config: SlateConfig) -> Slate:
         attention_dropout=config.attention_dropout,
         dvae_hidden_channels=config.dvae_hidden_channels,
         gumbel_temperature=config.gumbel_temperature,
+        position_init=config.position_init,
     )

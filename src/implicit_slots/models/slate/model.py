@@ -15,6 +15,7 @@ and the dVAE is trained by its MSE alone ("gradients blocked between the dVAE an
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -63,6 +64,31 @@ class AutoregressiveReconstruction:
     slot_attention: SlotAttentionOutput
 
 
+def sinusoidal_2d_positions(grid_size: int, dim: int) -> Tensor:
+    """2D Fourier features of a raster-ordered square token grid -> (grid_size ** 2, dim).
+
+    A quarter of the channels each hold sin(w y), cos(w y), sin(w x), cos(w x) of the row y and column x, with
+    ``dim / 4`` angular frequencies w spaced geometrically from pi / grid_size (half a period across the
+    grid) to pi / 2 (a period of four tokens), scaled by sqrt(2) to unit variance like SLATE's N(0, 1) init.
+    Neighbouring tokens get similar vectors, so attention can use distances from the first step.
+
+    Args:
+        grid_size: tokens per side.
+        dim: embedding width, a multiple of 4.
+    """
+    if dim % 4:
+        raise ValueError(f"sinusoidal_2d positions need d_model divisible by 4, got {dim}")
+    count = dim // 4
+    frequencies = torch.logspace(
+        math.log10(math.pi / grid_size), math.log10(math.pi / 2), count, dtype=torch.float64
+    )  # (count,)
+    coordinates = torch.arange(grid_size, dtype=torch.float64)
+    rows, columns = torch.meshgrid(coordinates, coordinates, indexing="ij")  # (G, G) each
+    rows, columns = rows.reshape(-1, 1) * frequencies, columns.reshape(-1, 1) * frequencies  # (T, count)
+    features = torch.cat([rows.sin(), rows.cos(), columns.sin(), columns.cos()], dim=1)  # (T, dim)
+    return (features * math.sqrt(2.0)).float()
+
+
 class Slate(ObjectCentricModel):
     """SLATE: dVAE tokens -> slot attention -> Image-GPT decoder of the tokens.
 
@@ -88,6 +114,7 @@ class Slate(ObjectCentricModel):
         attention_dropout: float = 0.1,
         dvae_hidden_channels: int = 64,
         gumbel_temperature: float = 1.0,
+        position_init: str = "trunc_normal",
     ):
         """Create the model.
 
@@ -103,6 +130,10 @@ class Slate(ObjectCentricModel):
                 back from the fused attention kernel to the unfused one (about 3x slower attention on CPU).
             dvae_hidden_channels: width of the dVAE's convolutions (SLATE: 64).
             gumbel_temperature: initial Gumbel-softmax temperature (scheduled by the engine).
+            position_init: initial values of the learned position embedding: ``"trunc_normal"`` (SLATE:
+                independent N(0, 1) per position, so the grid's 2D layout must be learned) or
+                ``"sinusoidal_2d"`` (2D Fourier features of each token's row and column, see
+                :func:`sinusoidal_2d_positions`; still learned afterwards).
         """
         super().__init__()
         if image_size % PATCH_SIZE:
@@ -122,7 +153,16 @@ class Slate(ObjectCentricModel):
         # SLATE's one-hot dictionary over V + 1 symbols (BOS first) is an embedding lookup of the indices.
         self.token_embedding = nn.Embedding(vocab_size + 1, d_model)
         self.position_embedding = nn.Parameter(torch.empty(1, self.num_tokens + 1, d_model))
-        nn.init.trunc_normal_(self.position_embedding)
+        if position_init == "trunc_normal":
+            nn.init.trunc_normal_(self.position_embedding)
+        elif position_init == "sinusoidal_2d":
+            with torch.no_grad():
+                nn.init.trunc_normal_(self.position_embedding[:, :1])  # BOS
+                self.position_embedding[0, 1:] = sinusoidal_2d_positions(self.grid_size, d_model)
+        else:
+            raise ValueError(
+                f"position_init must be 'trunc_normal' or 'sinusoidal_2d', got {position_init!r}"
+            )
         # SLATE's slot-attention encoder: LayerNorm + MLP on the token embeddings, then slot attention.
         self.input_norm = nn.LayerNorm(d_model)
         mlp_hidden, mlp_out = nn.Linear(d_model, d_model), nn.Linear(d_model, d_model)
