@@ -23,6 +23,7 @@ KEY_METRICS = (
     "mse_autoregressive_sampled",
     "mse_dvae",
     "cross_entropy",
+    "slot_information",
     "fid",
     "proxy_feature_distance",
     "num_images",
