@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 import pytest
 import torch
 
 from implicit_slots.benchmarks import generation, training_step
+from implicit_slots.cli import main
 from implicit_slots.models.slate import Slate, SlateConfig, build_slate
 
 
@@ -69,3 +71,53 @@ def test_training_step_overrides_are_checked() -> None:
     with pytest.raises(ValueError, match=r"--model 'widths=3': expected FIELD=VALUE with FIELD in"):
         training_step._parse_overrides(["widths=3"])
     assert training_step._parse_overrides(["d_model=64", "dropout=0"]) == {"d_model": 64, "dropout": 0.0}
+
+
+TINY_SLATE_CONFIG = """
+model:
+  name: slate
+  image_size: 16
+  vocab_size: 12
+  dvae_hidden_channels: 8
+  d_model: 16
+  num_heads: 2
+  num_decoder_blocks: 1
+  slot_attention: {num_slots: 3, slot_dim: 16, mlp_hidden_dim: 16, num_iterations: 2, variant: IN}
+data: {name: clevr-lite, image_size: 16}
+training: {batch_size: 2, device: cpu}
+"""
+
+
+def test_training_step_times_a_config(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config = tmp_path / "tiny.yaml"
+    config.write_text(TINY_SLATE_CONFIG)
+    argv = ["--config", str(config), "--warmup", "1", "--steps", "2"]
+    assert training_step.run(parse(training_step, argv)) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"SLATE training step of {config}: batch 2, 16x16, 1 thread(s)")
+    rows = [line for line in out.splitlines() if line.startswith("| ")]
+    assert rows[0].startswith("| variant | iterations | median ms/step |")
+    cells = [cell.strip() for cell in rows[1].strip("|").split("|")]  # the config's own variant and count
+    assert len(rows) == 2 and cells[:2] == ["IN", "2"] and float(cells[2]) > 0 and cells[5] == "-"
+    # Explicit options win over the config's.
+    argv += ["--variants", "vanilla", "--batch-size", "3"]
+    assert training_step.run(parse(training_step, argv)) == 0
+    out = capsys.readouterr().out
+    assert "batch 3, 16x16" in out and "| vanilla | 2 |" in out
+    torch.set_num_threads(1)
+
+
+def test_training_step_bad_inputs_end_in_one_message(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    autoencoder = tmp_path / "ae.yaml"
+    autoencoder.write_text("model: {name: autoencoder}\ndata: {name: tetrominoes}\n")
+    for argv, message in (
+        (["--config", str(tmp_path / "missing.yaml")], "does not exist"),
+        (["--config", str(autoencoder)], "configures model 'autoencoder'; train-step times SLATE"),
+        (["--model", "widths=3"], "--model 'widths=3': expected FIELD=VALUE"),
+    ):
+        assert main(["bench", "train-step", *argv]) == 2
+        err = capsys.readouterr().err
+        assert message in err and "Traceback" not in err
+    torch.set_num_threads(1)

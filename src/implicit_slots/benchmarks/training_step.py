@@ -8,9 +8,13 @@ iteration count. Besides wall-clock time the table gives the process CPU time pe
 is the compute a step needs even when other processes share the cores (wall time then grows, CPU time
 does not). ``--profile`` adds a torch.profiler table of one step (self CPU time by operator).
 
+``--config FILE`` takes the SLATE sizes (``model:`` section), the batch size, the image size, the variant and
+the iteration count from an experiment config instead (options given explicitly still win).
+
 Example::
 
     OMP_NUM_THREADS=1 implicit-slots bench train-step --batch-size 32 --iterations 7 15
+    implicit-slots bench train-step --config configs/slate_clevr_lite.yaml --threads 2
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import dataclasses
 import statistics
 import time
 from collections.abc import Sequence
+from pathlib import Path
 
 import torch
 
@@ -30,12 +35,17 @@ DESCRIPTION = "time one SLATE training step (forward + backward + Adam) for slot
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the benchmark's options."""
-    parser.add_argument("--variants", nargs="+", default=["vanilla", "IN"], help="slot-attention variants")
     parser.add_argument(
-        "--iterations", nargs="+", type=int, default=[7, 15], help="slot-attention iterations"
+        "--config", type=Path, default=None, help="experiment YAML of a SLATE model to time (see above)"
     )
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--image-size", type=int, default=64)
+    parser.add_argument(
+        "--variants", nargs="+", default=None, help="slot-attention variants (default: vanilla IN)"
+    )
+    parser.add_argument(
+        "--iterations", nargs="+", type=int, default=None, help="slot-attention iterations (default: 7 15)"
+    )
+    parser.add_argument("--batch-size", type=int, default=None, help="default: 32")
+    parser.add_argument("--image-size", type=int, default=None, help="default: 64")
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps per configuration")
     parser.add_argument("--steps", type=int, default=5, help="timed steps per configuration")
@@ -66,10 +76,15 @@ def _parse_overrides(items: Sequence[str]) -> dict[str, float | int]:
 
 
 def build_benchmark_model(
-    variant: str, num_iterations: int, image_size: int, overrides: dict[str, float | int]
+    variant: str,
+    num_iterations: int,
+    image_size: int,
+    overrides: dict[str, float | int],
+    base: SlateConfig | None = None,
 ) -> Slate:
-    """A SLATE model with default sizes except the given variant, iterations, image size and overrides."""
-    base = SlateConfig()
+    """A SLATE model with ``base``'s sizes (default: SlateConfig()) except the given variant, iterations,
+    image size and overrides."""
+    base = base or SlateConfig()
     slot_attention = dataclasses.replace(base.slot_attention, variant=variant, num_iterations=num_iterations)
     config = dataclasses.replace(base, image_size=image_size, slot_attention=slot_attention)
     for name, value in overrides.items():
@@ -105,10 +120,11 @@ def time_configuration(
     overrides: dict[str, float | int],
     warmup: int,
     steps: int,
+    base: SlateConfig | None = None,
 ) -> tuple[list[float], list[float]]:
     """(wall, process CPU) milliseconds of each timed training step of one configuration."""
     torch.manual_seed(0)
-    model = build_benchmark_model(variant, num_iterations, image_size, overrides).train()
+    model = build_benchmark_model(variant, num_iterations, image_size, overrides, base).train()
     optimizer, parameters = _make_step(model)
     images = [torch.rand(batch_size, 3, image_size, image_size) for _ in range(2)]
     wall, cpu = [], []
@@ -128,12 +144,13 @@ def profile_step(
     image_size: int,
     overrides: dict[str, float | int],
     rows: int,
+    base: SlateConfig | None = None,
 ) -> str:
     """A torch.profiler table (self CPU time by operator) of one training step after two warm-up steps."""
     from torch.profiler import ProfilerActivity, profile
 
     torch.manual_seed(0)
-    model = build_benchmark_model(variant, num_iterations, image_size, overrides).train()
+    model = build_benchmark_model(variant, num_iterations, image_size, overrides, base).train()
     optimizer, parameters = _make_step(model)
     image = torch.rand(batch_size, 3, image_size, image_size)
     for _ in range(2):
@@ -144,14 +161,43 @@ def profile_step(
     return table
 
 
+def _config_defaults(path: Path) -> tuple[SlateConfig, int, int]:
+    """(SLATE config, batch size, image size) of an experiment config; CommandError when it is not SLATE."""
+    from implicit_slots.cli import CommandError
+    from implicit_slots.config import ConfigError, load_config
+
+    if not path.is_file():
+        raise CommandError(f"config file {str(path)!r} does not exist")
+    try:
+        config = load_config(path)
+    except ConfigError as error:
+        raise CommandError(str(error)) from error
+    if not isinstance(config.model.config, SlateConfig):
+        raise CommandError(f"{str(path)!r} configures model {config.model.name!r}; train-step times SLATE")
+    return config.model.config, config.training.batch_size, config.model.config.image_size
+
+
 def run(args: argparse.Namespace) -> int:
     """Time every (variant, iterations) pair and print a Markdown table."""
+    from implicit_slots.cli import CommandError
+
     torch.set_num_threads(args.threads)
-    overrides = _parse_overrides(args.model)
+    try:
+        overrides = _parse_overrides(args.model)
+    except ValueError as error:
+        raise CommandError(str(error)) from error
+    base, batch_size, image_size = SlateConfig(), 32, 64
+    variants, iterations = ["vanilla", "IN"], [7, 15]
+    if args.config is not None:
+        base, batch_size, image_size = _config_defaults(args.config)
+        variants, iterations = [base.slot_attention.variant], [base.slot_attention.num_iterations]
+    batch_size = args.batch_size or batch_size
+    image_size = args.image_size or image_size
+    variants, iterations = args.variants or variants, args.iterations or iterations
     print(
-        f"SLATE training step: batch {args.batch_size}, {args.image_size}x{args.image_size}, "
-        f"{args.threads} thread(s), {args.warmup} warm-up + {args.steps} timed steps, "
-        f"overrides {overrides or 'none'}"
+        f"SLATE training step{f' of {args.config}' if args.config else ''}: batch {batch_size}, "
+        f"{image_size}x{image_size}, {args.threads} thread(s), {args.warmup} warm-up + {args.steps} timed "
+        f"steps, overrides {overrides or 'none'}"
     )
     print()
     print(
@@ -159,10 +205,10 @@ def run(args: argparse.Namespace) -> int:
     )
     print("|---|---|---|---|---|---|")
     medians: dict[tuple[str, int], tuple[float, float]] = {}
-    for num_iterations in args.iterations:
-        for variant in args.variants:
+    for num_iterations in iterations:
+        for variant in variants:
             wall, cpu = time_configuration(
-                variant, num_iterations, args.batch_size, args.image_size, overrides, args.warmup, args.steps
+                variant, num_iterations, batch_size, image_size, overrides, args.warmup, args.steps, base
             )
             median, median_cpu = statistics.median(wall), statistics.median(cpu)
             medians[(variant, num_iterations)] = (median, median_cpu)
@@ -171,12 +217,10 @@ def run(args: argparse.Namespace) -> int:
             spread = f"{min(wall):.0f}-{max(wall):.0f}"
             print(f"| {variant} | {num_iterations} | {median:.0f} | {spread} | {median_cpu:.0f} | {ratio} |")
     if args.profile:
-        variant, num_iterations = args.variants[0], args.iterations[0]
+        variant, num_iterations = variants[0], iterations[0]
         print()
         print(f"Profile of one step ({variant}, {num_iterations} iterations):")
         print(
-            profile_step(
-                variant, num_iterations, args.batch_size, args.image_size, overrides, args.profile_rows
-            )
+            profile_step(variant, num_iterations, batch_size, image_size, overrides, args.profile_rows, base)
         )
     return 0
