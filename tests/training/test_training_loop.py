@@ -229,3 +229,12 @@ def test_grad_clip_switch_reaches_the_update(
     assert [(kind, bound) for kind, bound, _ in calls] == [(expected, 1e-3)] * 3
     if expected is not None:  # the gradients the optimizer saw were clipped to the bound
         assert all(after == pytest.approx(1e-3, rel=1e-3) for _, _, after in calls)
+
+
+def test_model_builder_errors_name_the_model() -> None:
+    from implicit_slots.config import load_config
+
+    repo = Path(__file__).resolve().parents[2]
+    config = load_config(repo / "configs" / "slate_clevr_lite.yaml", ["model.position_init=fourier"])
+    with pytest.raises(TrainingSetupError, match=r"model 'slate': position_init must be .* got 'fourier'"):
+        build_model(config)

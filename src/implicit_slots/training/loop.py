@@ -106,8 +106,15 @@ class TrainResult:
 
 
 def build_model(config: ExperimentConfig) -> ObjectCentricModel:
-    """The model of ``config`` (registry lookup + the model's builder)."""
-    return get_model_spec(config.model.name).build(config.model.config)
+    """The model of ``config`` (registry lookup + the model's builder).
+
+    Raises:
+        TrainingSetupError: the builder rejected a value of the ``model:`` section (its message names it).
+    """
+    try:
+        return get_model_spec(config.model.name).build(config.model.config)
+    except ValueError as error:
+        raise TrainingSetupError(f"model {config.model.name!r}: {error}") from error
 
 
 def _build_optimizer(
