@@ -73,10 +73,10 @@ def test_user_errors_are_one_line_exit_2(tmp_path: Path, capsys: pytest.CaptureF
     assert "already holds a run" in capsys.readouterr().err
 
 
-def test_nan_stop_exits_1(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_nan_stop_exits_3(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     config = write_config(tmp_path / "exp.yaml", model={"name": MODEL_NAME, "poison_loss_calls": [1, 2]})
     overrides = ["training.max_consecutive_bad_steps=2", "training.max_steps=5"]
-    assert main(["train", str(config), "--run-dir", str(tmp_path / "r"), *overrides]) == 1
+    assert main(["train", str(config), "--run-dir", str(tmp_path / "r"), *overrides]) == 3
     assert "2 consecutive steps had a NaN/Inf loss or gradient" in capsys.readouterr().err
 
 

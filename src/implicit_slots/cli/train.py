@@ -7,8 +7,9 @@ Usage::
 
 Overrides are dotted config keys (``training.max_steps=1000``, ``model.num_slots=11``). A new run goes to
 ``--run-dir`` or ``runs/<config-stem>-<UTC timestamp>``; ``--resume`` continues the run in RUN_DIR from its
-``checkpoints/last.pt`` with RUN_DIR/config.yaml plus the overrides. Exit codes: 0 finished, 1 stopped by
-NaN/Inf steps, 2 bad command line / config, 128 + signal number when stopped by SIGINT/SIGTERM (after
+``checkpoints/last.pt`` with RUN_DIR/config.yaml plus the overrides. Exit codes: 0 finished, 1 crashed
+(an unexpected exception, with its traceback), 2 bad command line / config, 3 stopped by NaN/Inf steps
+(diverged; the last good state is checkpointed), 128 + signal number when stopped by SIGINT/SIGTERM (after
 writing a checkpoint).
 """
 
@@ -87,7 +88,12 @@ def _split_items(items: Sequence[str]) -> tuple[str | None, list[str]]:
 
 def run(args: argparse.Namespace) -> int:
     """Run the command; returns the exit code."""
-    from implicit_slots.training import TrainingDivergedError, TrainingSetupError, train
+    from implicit_slots.training import (
+        DIVERGED_EXIT_CODE,
+        TrainingDivergedError,
+        TrainingSetupError,
+        train,
+    )
 
     config_path, overrides = _split_items([*args.items, *args.trailing_overrides])
     for item in overrides:
@@ -119,7 +125,7 @@ def run(args: argparse.Namespace) -> int:
         raise CommandError(str(error)) from error
     except TrainingDivergedError as error:
         print(f"implicit-slots train: error: {error}", file=sys.stderr)
-        return 1
+        return DIVERGED_EXIT_CODE
     print(
         f"{result.status} at step {result.step}: run folder {result.run_dir}"
         + (f", last loss {result.last_loss:.6g}" if result.last_loss is not None else "")

@@ -35,6 +35,7 @@ from implicit_slots.reproduce.experiments import (
     EvaluationPlan,
     Experiment,
 )
+from implicit_slots.training import DIVERGED_EXIT_CODE
 
 __all__ = [
     "RUN_STATUS_FILE",
@@ -47,9 +48,8 @@ __all__ = [
 ]
 
 RUN_STATUS_FILE = "reproduce_status.json"
-# `implicit-slots train` exits 1 with this message when too many NaN/Inf steps stopped the run (an
-# uncaught exception also exits 1, hence the message check).
-DIVERGED_EXIT_CODE = 1
+# `implicit-slots train` exits with DIVERGED_EXIT_CODE and this message when too many NaN/Inf steps stopped
+# the run.
 DIVERGED_MESSAGE = "consecutive steps had a NaN/Inf loss or gradient"
 
 

@@ -5,6 +5,7 @@ Entry point: :func:`train` (``implicit-slots train`` on the command line). See d
 
 from implicit_slots.training.loop import (
     CHECKPOINT_NAME,
+    DIVERGED_EXIT_CODE,
     TrainingDivergedError,
     TrainingSetupError,
     TrainResult,
@@ -14,6 +15,7 @@ from implicit_slots.training.loop import (
 
 __all__ = [
     "CHECKPOINT_NAME",
+    "DIVERGED_EXIT_CODE",
     "TrainResult",
     "TrainingDivergedError",
     "TrainingSetupError",

@@ -78,6 +78,11 @@ class TrainingDivergedError(RuntimeError):
     """Too many consecutive steps had a NaN/Inf loss or gradient; the last good state was checkpointed."""
 
 
+DIVERGED_EXIT_CODE = 3
+"""``implicit-slots train``'s exit code after a :class:`TrainingDivergedError` (1 is a crash, 2 a bad
+command line or config)."""
+
+
 @dataclass
 class TrainResult:
     """What :func:`train` returns.
