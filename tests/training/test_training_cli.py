@@ -80,6 +80,18 @@ def test_nan_stop_exits_3(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
     assert "2 consecutive steps had a NaN/Inf loss or gradient" in capsys.readouterr().err
 
 
+def test_main_job_divergence_is_one_message_and_exit_3(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = write_config(tmp_path / "exp.yaml", model={"name": MODEL_NAME, "poison_loss_calls": [1, 2]})
+    overrides = ["training.max_consecutive_bad_steps=2", "training.max_steps=5"]
+    assert main(["main-job", "--config", str(config), "--run-dir", str(tmp_path / "r"), *overrides]) == 3
+    err = capsys.readouterr().err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("implicit-slots main-job: error:") and "NaN/Inf" in last
+    assert "Traceback" not in err
+
+
 def _mean_image_evaluator(model, dataset, options: EvaluationOptions) -> EvaluationReport:
     count = min(len(dataset), options.max_images or len(dataset))
     images = torch.stack([dataset[i]["image"] for i in range(count)])

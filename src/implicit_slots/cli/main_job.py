@@ -3,7 +3,8 @@
 Train the default config (implicit SLATE, IN variant, 7 iterations, ``clevr-lite`` 64x64, sized for a
 2-core CPU) into a run folder, evaluate the last checkpoint on the test split, and print the run
 folder, the key metrics and the figure paths. Re-running continues an interrupted run (``--resume``
-semantics) and skips training that already finished.
+semantics) and skips training that already finished. Exit codes as ``implicit-slots train``: 0 done,
+2 bad command line or config, 3 training stopped by NaN/Inf steps, 130 interrupted.
 """
 
 from __future__ import annotations
@@ -49,7 +50,13 @@ def run(args: argparse.Namespace) -> int:
     from implicit_slots.config import ConfigError, load_config
     from implicit_slots.evaluation.runner import EvaluationRunError, evaluate_run
     from implicit_slots.training.checkpoint import load_checkpoint
-    from implicit_slots.training.loop import CHECKPOINT_NAME, TrainingSetupError, train
+    from implicit_slots.training.loop import (
+        CHECKPOINT_NAME,
+        DIVERGED_EXIT_CODE,
+        TrainingDivergedError,
+        TrainingSetupError,
+        train,
+    )
 
     if not args.config.is_file():
         raise CommandError(f"config file {str(args.config)!r} does not exist")
@@ -73,6 +80,9 @@ def run(args: argparse.Namespace) -> int:
             result = train(config, run_dir, resume=resume, command=shlex.join(sys.argv))
         except TrainingSetupError as error:
             raise CommandError(str(error)) from error
+        except TrainingDivergedError as error:
+            print(f"implicit-slots main-job: error: {error}", file=sys.stderr)
+            return DIVERGED_EXIT_CODE
         if result.status != "completed":
             print(f"[main-job] training interrupted at step {result.step}; run `make run` again to resume")
             return 130
