@@ -26,7 +26,7 @@ from torch import Tensor
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT / "src"))  # run from a checkout without installing
 
-from implicit_slots.evaluation.runner import load_trained_model  # noqa: E402
+from implicit_slots.evaluation.runner import EvaluationRunError, load_trained_model  # noqa: E402
 from implicit_slots.training.data import build_dataset_split  # noqa: E402
 
 
@@ -72,7 +72,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--background-codes", type=int, default=3, help="most frequent codes = background")
     parser.add_argument("--batch-size", type=int, default=16)
     args = parser.parse_args(argv)
-    model, config, step = load_trained_model(args.run_dir)
+    try:
+        model, config, step = load_trained_model(args.run_dir)
+    except EvaluationRunError as error:
+        parser.exit(2, f"{parser.prog}: error: {error}\n")
     if config.model.name != "slate":
         parser.error(f"{str(args.run_dir)!r} holds a {config.model.name!r} run, not a SLATE one")
     dataset = build_dataset_split(config.data, args.split)

@@ -67,3 +67,10 @@ def test_script_prints_one_row_for_a_tiny_slate_run(
     lines = capsys.readouterr().out.splitlines()
     assert lines[-3].startswith("| onsets | p(background)")
     assert len(lines[-1].split("|")) == 7
+
+
+def test_script_names_a_missing_run_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        script.main([str(tmp_path / "nowhere")])
+    assert exit_info.value.code == 2
+    assert "is not a run folder: no config.yaml" in capsys.readouterr().err
