@@ -58,3 +58,16 @@ def test_missing_file_and_wrong_version_are_named(tmp_path) -> None:
     torch.save({"format_version": 99}, tmp_path / "old.pt")
     with pytest.raises(ValueError, match="checkpoint format 99"):
         load_checkpoint(tmp_path / "old.pt")
+
+
+def test_a_corrupt_or_truncated_file_is_one_value_error_naming_it(tmp_path) -> None:
+    (tmp_path / "garbage.pt").write_bytes(b"not a checkpoint\n")
+    with pytest.raises(ValueError, match=r"garbage.pt: not a readable checkpoint"):
+        load_checkpoint(tmp_path / "garbage.pt")
+    save_checkpoint_atomic(_state(1.0), tmp_path / "whole.pt")
+    (tmp_path / "cut.pt").write_bytes((tmp_path / "whole.pt").read_bytes()[:100])
+    with pytest.raises(ValueError, match=r"cut.pt: not a readable checkpoint"):
+        load_checkpoint(tmp_path / "cut.pt")
+    torch.save([1, 2], tmp_path / "list.pt")
+    with pytest.raises(ValueError, match="not a checkpoint"):
+        load_checkpoint(tmp_path / "list.pt")

@@ -73,6 +73,25 @@ def test_user_errors_are_one_line_exit_2(tmp_path: Path, capsys: pytest.CaptureF
     assert "already holds a run" in capsys.readouterr().err
 
 
+def test_a_corrupt_checkpoint_is_one_line_for_resume_evaluate_and_main_job(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = write_config(tmp_path / "exp.yaml")
+    run_dir = tmp_path / "r"
+    assert main(["train", str(config), "--run-dir", str(run_dir), "training.max_steps=1"]) == 0
+    (run_dir / "checkpoints" / "last.pt").write_bytes(b"damaged")
+    capsys.readouterr()
+    for argv in (
+        ["train", "--resume", str(run_dir)],
+        ["evaluate", str(run_dir)],
+        ["main-job", "--config", str(config), "--run-dir", str(run_dir)],
+    ):
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and "not a readable checkpoint" in err, (argv, err)
+    assert (run_dir / "checkpoints" / "last.pt").read_bytes() == b"damaged"  # nothing overwritten
+
+
 def test_nan_stop_exits_3(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     config = write_config(tmp_path / "exp.yaml", model={"name": MODEL_NAME, "poison_loss_calls": [1, 2]})
     overrides = ["training.max_consecutive_bad_steps=2", "training.max_steps=5"]

@@ -66,7 +66,12 @@ def run(args: argparse.Namespace) -> int:
         raise CommandError(str(error)) from error
     run_dir: Path = args.run_dir
     checkpoint = run_dir / CHECKPOINT_NAME
-    done_steps = int(load_checkpoint(checkpoint, map_location="cpu")["step"]) if checkpoint.is_file() else 0
+    try:
+        done_steps = (
+            int(load_checkpoint(checkpoint, map_location="cpu")["step"]) if checkpoint.exists() else 0
+        )
+    except (FileNotFoundError, ValueError) as error:
+        raise CommandError(f"{error}; move the run folder away or pass another --run-dir") from error
     started = time.perf_counter()
     if done_steps >= config.training.max_steps:
         print(f"[main-job] {run_dir} already trained for {done_steps} steps; skipping training")

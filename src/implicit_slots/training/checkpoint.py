@@ -16,6 +16,7 @@ with ``torch.load(..., weights_only=True)``):
 from __future__ import annotations
 
 import os
+import pickle
 import random
 from pathlib import Path
 from typing import Any
@@ -129,12 +130,22 @@ def load_checkpoint(path: str | Path, map_location: torch.device | str = "cpu") 
 
     Raises:
         FileNotFoundError: no file at ``path``.
-        ValueError: an unknown format version.
+        ValueError: the file is not a readable checkpoint (truncated, corrupt, not written by torch.save),
+            or has an unknown format version.
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint at {str(path)!r}")
-    checkpoint: dict[str, Any] = torch.load(path, map_location=map_location, weights_only=True)
+    try:
+        checkpoint = torch.load(path, map_location=map_location, weights_only=True)
+    except (pickle.UnpicklingError, EOFError, RuntimeError, ValueError) as error:
+        # torch's own message suggests weights_only=False, which would be wrong advice for a damaged file.
+        raise ValueError(
+            f"{path}: not a readable checkpoint (corrupt, truncated or not written by implicit-slots; "
+            f"torch.load raised {type(error).__name__})"
+        ) from error
+    if not isinstance(checkpoint, dict):
+        raise ValueError(f"{path}: not a checkpoint (holds a {type(checkpoint).__name__})")
     version = checkpoint.get("format_version")
     if version != CHECKPOINT_FORMAT_VERSION:
         raise ValueError(f"{path}: checkpoint format {version!r}, expected {CHECKPOINT_FORMAT_VERSION}")

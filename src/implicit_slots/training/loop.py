@@ -359,7 +359,10 @@ def _train(
     if resume:
         if not checkpoint_path.is_file():
             raise TrainingSetupError(f"cannot resume: no checkpoint at {str(checkpoint_path)!r}")
-        checkpoint = load_checkpoint(checkpoint_path, map_location=device)
+        try:
+            checkpoint = load_checkpoint(checkpoint_path, map_location=device)
+        except ValueError as error:
+            raise TrainingSetupError(f"cannot resume: {error}") from error
     elif checkpoint_path.exists():
         raise TrainingSetupError(
             f"run folder {str(run_dir)!r} already holds a run ({CHECKPOINT_NAME}); "
