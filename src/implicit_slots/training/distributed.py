@@ -85,6 +85,11 @@ class DistributedContext:
         dist.all_gather_object(gathered, value)
         return gathered
 
+    def synchronize(self) -> None:
+        """Wait until every rank gets here (no-op in single-process runs)."""
+        if self.distributed:
+            dist.barrier()
+
     def shutdown(self) -> None:
         """Destroy the process group if this context created it."""
         if self.owns_group and dist.is_initialized():

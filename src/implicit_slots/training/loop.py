@@ -333,7 +333,11 @@ def train(
     """
     ctx = setup_distributed(config.training.device)
     try:
-        return _train(config, Path(run_dir), resume, dataset_factory, command, ctx)
+        result = _train(config, Path(run_dir), resume, dataset_factory, command, ctx)
+        # A rank that destroys the process group while another still finishes its last collective can
+        # abort at exit ("terminate called without an active exception", seen in the 2-process test).
+        ctx.synchronize()
+        return result
     finally:
         ctx.shutdown()
 
