@@ -3,14 +3,18 @@
 from implicit_slots.slot_attention.cell import CellOutput, SlotAttentionCell
 from implicit_slots.slot_attention.config import SlotAttentionConfig, build_slot_attention
 from implicit_slots.slot_attention.module import (
+    SLOT_INITIALIZATIONS,
     GaussianSlotInitializer,
+    LearnedQueryInitializer,
     SlotAttention,
     SlotAttentionOutput,
 )
 
 __all__ = [
+    "SLOT_INITIALIZATIONS",
     "CellOutput",
     "GaussianSlotInitializer",
+    "LearnedQueryInitializer",
     "SlotAttention",
     "SlotAttentionCell",
     "SlotAttentionConfig",

@@ -13,6 +13,7 @@ class SlotAttentionConfig:
 
     ``variant`` picks the paper's solver / gradient pair (vanilla, IN, IB, BN, BB); ``solver``,
     ``gradient`` and ``backward_solver`` override it when set (null = the variant's choice).
+    ``initialization``: ``gaussian`` (the paper's) or ``learned_queries`` (BO-QSA).
     """
 
     num_slots: int = 7
@@ -30,6 +31,7 @@ class SlotAttentionConfig:
     backward_tolerance: float = 1e-6
     return_iterate: str | None = None
     epsilon: float = 1e-8
+    initialization: str = "gaussian"
 
 
 def build_slot_attention(input_dim: int, config: SlotAttentionConfig) -> SlotAttention:
@@ -51,4 +53,5 @@ def build_slot_attention(input_dim: int, config: SlotAttentionConfig) -> SlotAtt
         backward_tolerance=config.backward_tolerance,
         return_iterate=config.return_iterate,
         epsilon=config.epsilon,
+        initialization=config.initialization,
     )

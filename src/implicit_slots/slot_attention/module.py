@@ -71,6 +71,35 @@ class GaussianSlotInitializer(nn.Module):
         return self.mu + self.log_sigma.exp() * noise
 
 
+class LearnedQueryInitializer(nn.Module):
+    """K learned starting slots, one per slot index, the same for every image (no noise).
+
+    BO-QSA's initialisation (Jia et al., 2023, "Improving object-centric learning with query
+    optimization"; github YuLiu-LY/BO-QSA), not the paper's. Each slot index can specialise, for example
+    one slot for the background. Under the Neumann and IFT estimators, whose solve starts from detached
+    slots, :class:`SlotAttention` gives the queries a straight-through gradient: the differentiable
+    applications of the map read ``z + (q − q.detach())``, which has the value ``z``, so the queries
+    receive the gradient that reaches the input of those applications (BO-QSA's ``bi-level`` path).
+    """
+
+    def __init__(self, num_slots: int, slot_dim: int) -> None:
+        super().__init__()
+        self.queries = nn.Parameter(torch.empty(1, num_slots, slot_dim))
+        nn.init.xavier_uniform_(self.queries)
+
+    def forward(self, batch_size: int, num_slots: int, generator: torch.Generator | None = None) -> Tensor:
+        """The (B, K, D) queries; ``num_slots`` must equal the K they were built with."""
+        if num_slots != self.queries.shape[1]:
+            raise ValueError(
+                f"learned_queries initialisation has {self.queries.shape[1]} slots, asked for {num_slots}; "
+                f"the number of slots is fixed when the queries are learned"
+            )
+        return self.queries.expand(batch_size, -1, -1)
+
+
+SLOT_INITIALIZATIONS = ("gaussian", "learned_queries")
+
+
 class SlotAttention(nn.Module):
     """Slot attention whose iterations are a fixed-point solve, trained by any gradient estimator.
 
@@ -96,6 +125,9 @@ class SlotAttention(nn.Module):
         return_iterate: "last" or "best" iterate of the forward solver (default: "best" for Broyden /
             Anderson as DEQ, "last" for plain iteration).
         epsilon: added to the attention before the weighted mean.
+        initialization: "gaussian" (the paper's: a shared learned Gaussian, frozen under Neumann / IFT,
+            see :class:`GaussianSlotInitializer`) or "learned_queries" (BO-QSA: K learned slots trained
+            through a straight-through path, see :class:`LearnedQueryInitializer`).
     """
 
     def __init__(
@@ -117,8 +149,13 @@ class SlotAttention(nn.Module):
         backward_tolerance: float = 1e-6,
         return_iterate: str | None = None,
         epsilon: float = 1e-8,
+        initialization: str = "gaussian",
     ) -> None:
         super().__init__()
+        if initialization not in SLOT_INITIALIZATIONS:
+            raise ValueError(
+                f"initialization must be one of {', '.join(SLOT_INITIALIZATIONS)}, got {initialization!r}"
+            )
         chosen = get_variant(variant)
         solver_name = solver if solver is not None else chosen.solver
         if return_iterate is None:
@@ -149,15 +186,23 @@ class SlotAttention(nn.Module):
         self.norm_inputs = nn.LayerNorm(input_dim)
         self.project_k = xavier_linear(input_dim, slot_dim, bias=False)
         self.project_v = xavier_linear(input_dim, slot_dim, bias=False)
-        self.initializer = GaussianSlotInitializer(slot_dim)
-        if self.gradient.name != "unrolled":
+        self.initialization = initialization
+        self.initializer: GaussianSlotInitializer | LearnedQueryInitializer
+        if initialization == "learned_queries":
+            self.initializer = LearnedQueryInitializer(num_slots, slot_dim)
+        else:
+            self.initializer = GaussianSlotInitializer(slot_dim)
+        if initialization == "gaussian" and self.gradient.name != "unrolled":
             # Neumann / IFT start the solve from detached slots: the initialisation can never receive a
             # gradient (paper Fig. 2), so it is frozen rather than silently left out of every update.
             self.initializer.requires_grad_(False)
         self.cell = SlotAttentionCell(slot_dim, mlp_hidden_dim, num_heads, epsilon)
 
     def extra_repr(self) -> str:
-        return f"variant={self.variant!r}, solver={self.solver!r}, gradient={self.gradient!r}"
+        return (
+            f"variant={self.variant!r}, solver={self.solver!r}, gradient={self.gradient!r}, "
+            f"initialization={self.initialization!r}"
+        )
 
     def keys_and_values(self, inputs: Tensor) -> tuple[Tensor, Tensor]:
         """LayerNorm the inputs (B, N, input_dim) and project them once to scaled keys and values.
@@ -197,11 +242,23 @@ class SlotAttention(nn.Module):
         if initial_slots is None:
             initial_slots = self.initializer(inputs.shape[0], num_slots or self.num_slots, generator)
         keys, values = self.keys_and_values(inputs)
+        # Learned queries under a tape-free solve: the differentiable applications read z + (q − q.detach())
+        # (value z), so the queries get the gradient at their input (BO-QSA's straight-through path).
+        shortcut = None
+        if (
+            self.initialization == "learned_queries"
+            and self.gradient.name != "unrolled"
+            and initial_slots.requires_grad
+        ):
+            shortcut = initial_slots - initial_slots.detach()
+            initial_slots = initial_slots.detach()
         # The attention of a step is kept beside its output slots, so that the one belonging to the
         # returned fixed point can be found whichever solver / estimator produced it.
         recent: list[tuple[Tensor, Tensor]] = []
 
         def update(slots: Tensor) -> Tensor:
+            if shortcut is not None and torch.is_grad_enabled():
+                slots = slots + shortcut
             out = self.cell(slots, keys, values)
             new_slots = out.slots.to(slots.dtype)  # under autocast the cell may return bf16
             recent.append((new_slots, out.attention))
