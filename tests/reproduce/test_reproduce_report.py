@@ -247,3 +247,33 @@ def test_train_max_is_the_largest_finite_value_of_the_run(tmp_path: Path) -> Non
     assert final_value(run, "train_max:diag/jacobian_norm_mean") == 1.0
     assert final_value(run, "train_max:cross_entropy") == 140.0  # step 10: 50 + 90
     assert final_value(run, "train_max:grad_norm/main") is None
+
+
+def test_a_diverging_training_subprocess_is_recorded_and_then_skipped(tmp_path: Path) -> None:
+    # A real `implicit-slots train` subprocess that diverges: lr 1e30 overflows the weights after one
+    # update, so the next steps have an Inf/NaN loss and train exits with DIVERGED_EXIT_CODE.
+    tiny = [
+        "data.num_samples.train=32",
+        "data.num_samples.val=8",
+        "data.num_samples.test=8",
+        "training.batch_size=4",
+        "training.max_steps=20",
+        "training.optimizer.lr=1e30",
+        "training.optimizer.warmup_steps=0",
+        "training.max_consecutive_bad_steps=2",
+        "diagnostics.every=0",
+    ]
+    (spec,) = build_plan([EXPERIMENTS["fig8"]], "cpu", 1, tmp_path, only=["fig8_implicit"], overrides=tiny)
+    messages: list[str] = []
+    options = ExecutionOptions(echo=messages.append, logs_dir=tmp_path / "logs")
+    (result,) = execute_plan([spec], options)
+    log = (tmp_path / "logs" / "fig8_implicit_seed0.log").read_text()
+    assert result.status == "diverged", log
+    assert result.trained and result.evaluated  # the last finite checkpoint is still evaluated
+    status = json.loads((spec.run_dir / RUN_STATUS_FILE).read_text())
+    assert status["train"] == "diverged" and 0 < status["checkpoint_step"] < 20
+    assert any("diverged (NaN/Inf steps)" in message for message in messages)
+
+    messages.clear()
+    (again,) = execute_plan([spec], options)
+    assert again.status == "diverged" and not again.trained and "complete, skipped" in messages[-1]
