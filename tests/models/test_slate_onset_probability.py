@@ -39,6 +39,17 @@ def test_onset_statistics_on_hand_values() -> None:
         script.onset_statistics(logits, torch.zeros(2, 6, dtype=torch.long), background_codes=1)
 
 
+def test_greedy_statistics_on_hand_values() -> None:
+    tokens = torch.tensor([[0, 1, 1, 2], [0, 0, 3, 0]])  # object tokens: 1, 1, 2, 3
+    greedy = torch.tensor([[0, 1, 2, 0], [0, 0, 0, 1]])  # non-background at 2 of 4 object tokens
+    stats = script.greedy_statistics(greedy, tokens, torch.tensor([0]))
+    assert stats.object_recall == pytest.approx(2 / 4)
+    assert stats.object_exact == pytest.approx(1 / 4)  # only the first 1 is reproduced
+    assert script.background_codes_of(tokens, 4, 1).tolist() == [0]
+    with pytest.raises(ValueError, match="no object tokens"):
+        script.greedy_statistics(greedy, torch.zeros_like(tokens), torch.tensor([0]))
+
+
 def test_script_prints_one_row_for_a_tiny_slate_run(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -66,7 +77,7 @@ def test_script_prints_one_row_for_a_tiny_slate_run(
     assert script.main([str(tmp_path / "run"), "--images", "4", "--background-codes", "1"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[-3].startswith("| onsets | p(background)")
-    assert len(lines[-1].split("|")) == 7
+    assert len(lines[-1].split("|")) == 9
 
 
 def test_script_names_a_missing_run_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
