@@ -77,7 +77,7 @@ def test_script_prints_one_row_for_a_tiny_slate_run(
     assert script.main([str(tmp_path / "run"), "--images", "4", "--background-codes", "1"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[-3].startswith("| onsets | p(background)")
-    assert len(lines[-1].split("|")) == 9
+    assert len(lines[-1].split("|")) == 10
 
 
 def test_script_names_a_missing_run_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
