@@ -263,3 +263,44 @@ def test_sinusoidal_2d_position_init() -> None:
         build_slate(tiny_config(position_init="fourier"))
     with pytest.raises(ValueError, match="divisible by 4"):
         sinusoidal_2d_positions(4, 18)
+
+
+def test_token_dropout_masks_only_the_decoders_prefix(monkeypatch: pytest.MonkeyPatch) -> None:
+    model = build_slate(tiny_config(token_dropout=0.5))
+    assert model.token_embedding.num_embeddings == 12 + 2  # BOS, 12 codes, the mask token
+    assert build_slate(tiny_config()).token_embedding.num_embeddings == 12 + 1  # off: SLATE's table
+    seen: dict[str, torch.Tensor] = {}
+    encode, decode = model.encode_slots, model._teacher_forced_logits
+
+    def spy_encode(embeddings: torch.Tensor, generator: torch.Generator | None = None):  # type: ignore[no-untyped-def]
+        seen["encoder"] = embeddings
+        return encode(embeddings, generator)
+
+    def spy_decode(embedded: torch.Tensor, slots: torch.Tensor) -> torch.Tensor:
+        seen["decoder"] = embedded
+        return decode(embedded, slots)
+
+    monkeypatch.setattr(model, "encode_slots", spy_encode)
+    monkeypatch.setattr(model, "_teacher_forced_logits", spy_decode)
+    torch.manual_seed(0)
+    out = model({"image": torch.rand(8, 3, 16, 16)})
+    clean = model.embed_tokens(out.tokens)
+    torch.testing.assert_close(seen["encoder"], clean[:, 1:])  # the slots read every true token
+    mask_row = model.token_embedding.weight[12 + 1] + model.position_embedding[0, 1:]  # (T, D)
+    masked = torch.isclose(seen["decoder"][:, 1:], mask_row).all(dim=-1)  # (B, T)
+    kept = torch.isclose(seen["decoder"][:, 1:], clean[:, 1:]).all(dim=-1)
+    assert bool((masked | kept).all()) and 0.3 < masked.float().mean().item() < 0.7
+    torch.testing.assert_close(seen["decoder"][:, 0], clean[:, 0])  # BOS is never masked
+    loss = model.compute_loss(out, {"image": torch.rand(8, 3, 16, 16)}).loss  # targets: the true tokens
+    loss.backward()
+    assert (
+        model.token_embedding.weight.grad is not None
+        and model.token_embedding.weight.grad[13].abs().sum() > 0
+    )
+
+    model.eval()  # no masking outside training
+    seen.clear()
+    out = model({"image": torch.rand(2, 3, 16, 16)})
+    torch.testing.assert_close(seen["decoder"], model.embed_tokens(out.tokens))
+    with pytest.raises(ValueError, match=r"model\.token_dropout must be in"):
+        build_slate(tiny_config(token_dropout=1.0))

@@ -32,6 +32,8 @@ class SlateConfig:
         gumbel_temperature: initial Gumbel-softmax temperature (the engine anneals it).
         position_init: ``trunc_normal`` (SLATE) or ``sinusoidal_2d`` (2D Fourier features as the initial
             value of the learned position embedding; learns the grid layout faster, see docs/slate.md).
+        token_dropout: word dropout on the decoder's input tokens (not in SLATE; 0 = off): the probability
+            that a prefix token is replaced by a learned mask token in training (docs/slate.md).
         slot_attention: the slot-attention module (variant, iterations, slots, sizes, solver options).
     """
 
@@ -45,6 +47,7 @@ class SlateConfig:
     attention_dropout: float = 0.1
     gumbel_temperature: float = 1.0
     position_init: str = "trunc_normal"
+    token_dropout: float = 0.0
     slot_attention: SlotAttentionConfig = field(default_factory=_slate_slot_attention)
 
 
@@ -61,7 +64,7 @@ def build_slate(config: SlateConfig) -> Slate:
         value = getattr(config, name)
         if not isinstance(value, int) or value <= 0:
             raise ValueError(f"model.{name} must be a positive integer, got {value!r}")
-    for name in ("dropout", "attention_dropout"):
+    for name in ("dropout", "attention_dropout", "token_dropout"):
         value = getattr(config, name)
         if not 0.0 <= value < 1.0:
             raise ValueError(f"model.{name} must be in [0, 1), got {value!r}")
@@ -79,4 +82,5 @@ def build_slate(config: SlateConfig) -> Slate:
         dvae_hidden_channels=config.dvae_hidden_channels,
         gumbel_temperature=config.gumbel_temperature,
         position_init=config.position_init,
+        token_dropout=config.token_dropout,
     )

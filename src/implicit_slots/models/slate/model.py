@@ -115,6 +115,7 @@ class Slate(ObjectCentricModel):
         dvae_hidden_channels: int = 64,
         gumbel_temperature: float = 1.0,
         position_init: str = "trunc_normal",
+        token_dropout: float = 0.0,
     ):
         """Create the model.
 
@@ -134,6 +135,10 @@ class Slate(ObjectCentricModel):
                 independent N(0, 1) per position, so the grid's 2D layout must be learned) or
                 ``"sinusoidal_2d"`` (2D Fourier features of each token's row and column, see
                 :func:`sinusoidal_2d_positions`; still learned afterwards).
+            token_dropout: word dropout on the decoder's input (Bowman et al., 2016; not in SLATE): in
+                training, each image token the decoder reads as its prefix is replaced, with this
+                probability, by a learned mask token (one more embedding row), so that the decoder has to
+                take more from the slots. Targets and the slot encoder's input are never masked.
         """
         super().__init__()
         if image_size % PATCH_SIZE:
@@ -148,10 +153,14 @@ class Slate(ObjectCentricModel):
         self.vocab_size = vocab_size
         self.dropout = dropout
         self.gumbel_temperature = float(gumbel_temperature)
+        if not 0.0 <= token_dropout < 1.0:
+            raise ValueError(f"token_dropout must be in [0, 1), got {token_dropout!r}")
+        self.token_dropout = float(token_dropout)
 
         self.dvae = DiscreteVAE(vocab_size, dvae_hidden_channels)
         # SLATE's one-hot dictionary over V + 1 symbols (BOS first) is an embedding lookup of the indices.
-        self.token_embedding = nn.Embedding(vocab_size + 1, d_model)
+        # With token dropout one more row: the mask token, embedded from image-token value ``vocab_size``.
+        self.token_embedding = nn.Embedding(vocab_size + 1 + (token_dropout > 0), d_model)
         self.position_embedding = nn.Parameter(torch.empty(1, self.num_tokens + 1, d_model))
         if position_init == "trunc_normal":
             nn.init.trunc_normal_(self.position_embedding)
@@ -203,6 +212,8 @@ class Slate(ObjectCentricModel):
             tokens = token_grid.flatten(1)  # (B, T)
         embedded = self.embed_tokens(tokens)  # (B, T + 1, D)
         slot_output = self.encode_slots(embedded[:, 1:])
+        if self.training and self.token_dropout > 0:
+            embedded = self.embed_tokens(self.drop_tokens(tokens))  # the decoder's prefix only
         logits = self._teacher_forced_logits(embedded, slot_output.slots)  # (B, T, V)
         return SlateOutput(
             slot_attention=slot_output, dvae_reconstruction=reconstruction, logits=logits, tokens=tokens
@@ -251,6 +262,13 @@ class Slate(ObjectCentricModel):
             raise ValueError(
                 f"expected images (B, 3, {self.image_size}, {self.image_size}), got {tuple(image.shape)}"
             )
+
+    def drop_tokens(self, tokens: Tensor) -> Tensor:
+        """Replace each token (B, T) by the mask token (value ``vocab_size``) w.p. ``token_dropout``."""
+        if self.token_dropout == 0:
+            return tokens
+        drop = torch.rand(tokens.shape, device=tokens.device) < self.token_dropout
+        return tokens.masked_fill(drop, self.vocab_size)
 
     def embed_tokens(self, tokens: Tensor) -> Tensor:
         """Embed ``[BOS, tokens]`` with learned positions and dropout.
