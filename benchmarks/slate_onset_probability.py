@@ -57,13 +57,12 @@ def onset_mask(tokens: Tensor, background: Tensor) -> Tensor:
     return ~is_background & after_background
 
 
-def onset_statistics(logits: Tensor, tokens: Tensor, background_codes: int) -> OnsetStatistics:
+def onset_statistics(logits: Tensor, tokens: Tensor, background: Tensor) -> OnsetStatistics:
     """Statistics of next-token ``logits`` (B, T, V) at the onsets of the true ``tokens`` (B, T).
 
-    The background is the ``background_codes`` most frequent codes of ``tokens``; position 0 counts as
-    following the background.
+    ``background`` (1D) holds the codes counted as background (see :func:`background_codes_of`); position 0
+    counts as following the background.
     """
-    background = background_codes_of(tokens, logits.shape[-1], background_codes)
     is_background = torch.isin(tokens, background)
     onset = onset_mask(tokens, background)
     probabilities = logits.float().softmax(dim=-1)
@@ -145,7 +144,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             plain = torch.where(torch.isin(batch_tokens, background), background[0], batch_tokens)
             plain_logits.append(model.token_logits(plain, slots))
     try:
-        stats = onset_statistics(torch.cat(all_logits), tokens, args.background_codes)
+        stats = onset_statistics(torch.cat(all_logits), tokens, background)
         greedy = greedy_statistics(torch.cat(all_greedy), tokens, background)
     except ValueError as error:
         parser.exit(1, f"{parser.prog}: {args.run_dir}: {error}\n")

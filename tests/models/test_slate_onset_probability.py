@@ -29,14 +29,16 @@ def test_onset_statistics_on_hand_values() -> None:
     logits = torch.zeros(2, 6, 3)
     logits[0, 2] = torch.tensor([math.log(3.0), 0.0, 0.0])  # p = (0.6, 0.2, 0.2): argmax background
     logits[1, 0] = torch.tensor([0.0, 0.0, math.log(8.0)])  # p = (0.1, 0.1, 0.8)
-    stats = script.onset_statistics(logits, tokens, background_codes=1)
+    background = script.background_codes_of(tokens, 3, 1)
+    assert background.tolist() == [0]
+    stats = script.onset_statistics(logits, tokens, background)
     assert stats.onsets == 2
     assert stats.background_probability == pytest.approx((0.6 + 0.1) / 2)
     assert stats.true_code_probability == pytest.approx((0.2 + 0.8) / 2)
     assert stats.argmax_background_fraction == pytest.approx(0.5)
     assert stats.background_share == pytest.approx(9 / 12)
     with pytest.raises(ValueError, match="no object onsets"):
-        script.onset_statistics(logits, torch.zeros(2, 6, dtype=torch.long), background_codes=1)
+        script.onset_statistics(logits, torch.zeros(2, 6, dtype=torch.long), background)
 
 
 def test_greedy_statistics_on_hand_values() -> None:
