@@ -34,6 +34,9 @@ class SlateConfig:
             value of the learned position embedding; learns the grid layout faster, see docs/slate.md).
         token_dropout: word dropout on the decoder's input tokens (not in SLATE; 0 = off): the probability
             that a prefix token is replaced by a learned mask token in training (docs/slate.md).
+        scheduled_sampling: parallel scheduled sampling (not in SLATE; 0 = off): the probability that a
+            prefix token is replaced by the decoder's own greedy prediction in training; can be scheduled
+            (``training.hyperparameter_schedules.scheduled_sampling``, docs/slate.md).
         slot_attention: the slot-attention module (variant, iterations, slots, sizes, solver options).
     """
 
@@ -48,6 +51,7 @@ class SlateConfig:
     gumbel_temperature: float = 1.0
     position_init: str = "trunc_normal"
     token_dropout: float = 0.0
+    scheduled_sampling: float = 0.0
     slot_attention: SlotAttentionConfig = field(default_factory=_slate_slot_attention)
 
 
@@ -68,6 +72,8 @@ def build_slate(config: SlateConfig) -> Slate:
         value = getattr(config, name)
         if not 0.0 <= value < 1.0:
             raise ValueError(f"model.{name} must be in [0, 1), got {value!r}")
+    if not 0.0 <= config.scheduled_sampling <= 1.0:
+        raise ValueError(f"model.scheduled_sampling must be in [0, 1], got {config.scheduled_sampling!r}")
     if config.gumbel_temperature <= 0:
         raise ValueError(f"model.gumbel_temperature must be > 0, got {config.gumbel_temperature!r}")
     return Slate(
@@ -83,4 +89,5 @@ def build_slate(config: SlateConfig) -> Slate:
         gumbel_temperature=config.gumbel_temperature,
         position_init=config.position_init,
         token_dropout=config.token_dropout,
+        scheduled_sampling=config.scheduled_sampling,
     )
