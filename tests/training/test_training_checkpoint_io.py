@@ -10,6 +10,7 @@ from implicit_slots.training.checkpoint import (
     CHECKPOINT_FORMAT_VERSION,
     capture_rng_state,
     load_checkpoint,
+    load_model_state,
     restore_rng_state,
     save_checkpoint_atomic,
 )
@@ -71,3 +72,23 @@ def test_a_corrupt_or_truncated_file_is_one_value_error_naming_it(tmp_path) -> N
     torch.save([1, 2], tmp_path / "list.pt")
     with pytest.raises(ValueError, match="not a checkpoint"):
         load_checkpoint(tmp_path / "list.pt")
+
+
+def test_a_state_that_does_not_fit_the_model_is_one_value_error_naming_the_keys() -> None:
+    model = torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.Linear(2, 2))
+    state = {key: torch.full_like(value, 7.0) for key, value in model.state_dict().items()}
+    load_model_state(model, state, "ok.pt")  # a fitting state loads
+    assert bool((model[1].weight == 7.0).all())
+    state = {key: torch.full_like(value, 5.0) for key, value in model.state_dict().items()}
+    state["0.weight"] = torch.zeros(2, 4)
+    state.pop("1.bias")
+    state["2.weight"] = torch.zeros(1)
+    with pytest.raises(ValueError) as error:
+        load_model_state(model, state, "run/last.pt")
+    assert str(error.value) == (
+        "run/last.pt: the checkpoint does not fit the Sequential its config builds: "
+        "missing 1.bias (1 in all); unexpected 2.weight (1 in all); "
+        "other shape 0.weight (2, 4) (model: (2, 3)) (1 in all). "
+        "It was probably written by another version of implicit-slots."
+    )
+    assert bool((model[1].weight == 7.0).all())  # nothing was loaded, not even the keys that fit

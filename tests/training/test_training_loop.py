@@ -8,8 +8,9 @@ import torch
 from tiny_training_setup import tiny_dataset_factory, write_config
 
 from implicit_slots.config import ExperimentConfig, apply_overrides, load_config
+from implicit_slots.evaluation.runner import EvaluationRunError, load_trained_model
 from implicit_slots.training import TrainingDivergedError, TrainingSetupError, build_model, train
-from implicit_slots.training.checkpoint import load_checkpoint
+from implicit_slots.training.checkpoint import load_checkpoint, save_checkpoint_atomic
 from implicit_slots.training.logger import read_metrics
 from implicit_slots.training.schedules import scheduled_value
 
@@ -190,6 +191,16 @@ def test_setup_errors_name_the_problem(tmp_path: Path) -> None:
         _run(config, tmp_path / "e")
     with pytest.raises(TrainingSetupError, match=r"cannot resume: no checkpoint"):
         _run(config, tmp_path / "f", resume=True)
+    # A checkpoint written by code with another architecture: one named error, in train and evaluate.
+    checkpoint = load_checkpoint(tmp_path / "e/checkpoints/last.pt")
+    renamed = next(iter(checkpoint["model"]))
+    checkpoint["model"]["old_" + renamed] = checkpoint["model"].pop(renamed)
+    save_checkpoint_atomic(checkpoint, tmp_path / "e/checkpoints/last.pt")
+    fits = rf"cannot resume: .*last.pt: the checkpoint does not fit .*: missing {renamed} \(1 in all\); "
+    with pytest.raises(TrainingSetupError, match=fits + rf"unexpected old_{renamed} \(1 in all\)\."):
+        _run(apply_overrides(config, {"training.max_steps": 2}), tmp_path / "e", resume=True)
+    with pytest.raises(EvaluationRunError, match=rf"does not fit .*: missing {renamed} "):
+        load_trained_model(tmp_path / "e")
 
 
 def test_bf16_autocast_runs_and_tracks_fp32(tmp_path: Path) -> None:

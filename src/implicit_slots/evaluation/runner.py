@@ -21,7 +21,7 @@ import torch
 from implicit_slots.config import ConfigError, ExperimentConfig, load_config
 from implicit_slots.evaluation import EvaluationOptions, get_evaluator
 from implicit_slots.training import data as data_module
-from implicit_slots.training.checkpoint import load_checkpoint, seed_everything
+from implicit_slots.training.checkpoint import load_checkpoint, load_model_state, seed_everything
 from implicit_slots.training.data import DatasetFactory
 from implicit_slots.training.distributed import resolve_device
 from implicit_slots.training.loop import CHECKPOINT_NAME, build_model
@@ -70,7 +70,10 @@ def load_trained_model(
     except (ConfigError, FileNotFoundError, ValueError) as error:
         raise EvaluationRunError(str(error)) from error
     model = build_model(config)
-    model.load_state_dict(checkpoint["model"])
+    try:
+        load_model_state(model, checkpoint["model"], run_dir / CHECKPOINT_NAME)
+    except ValueError as error:
+        raise EvaluationRunError(str(error)) from error
     model.to(device).eval()
     return model, config, int(checkpoint["step"])
 

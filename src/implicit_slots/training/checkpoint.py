@@ -23,13 +23,14 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 __all__ = [
     "CHECKPOINT_FORMAT_VERSION",
     "assert_finite_state",
     "capture_rng_state",
     "load_checkpoint",
+    "load_model_state",
     "restore_rng_state",
     "save_checkpoint_atomic",
     "seed_everything",
@@ -150,3 +151,36 @@ def load_checkpoint(path: str | Path, map_location: torch.device | str = "cpu") 
     if version != CHECKPOINT_FORMAT_VERSION:
         raise ValueError(f"{path}: checkpoint format {version!r}, expected {CHECKPOINT_FORMAT_VERSION}")
     return checkpoint
+
+
+def load_model_state(model: nn.Module, state: dict[str, Tensor], source: str | Path) -> None:
+    """``model.load_state_dict(state)``, or one ValueError naming what does not fit.
+
+    A checkpoint that does not fit the model its own config builds was written by code with another
+    architecture (an older or newer implicit-slots); torch's error lists every key, this one names the
+    first few of each kind and the likely cause.
+
+    Args:
+        model: the model built from the run's config.
+        state: the checkpoint's ``model`` state dict.
+        source: the checkpoint's path (for the message).
+    """
+    expected = model.state_dict()
+    missing = [key for key in expected if key not in state]
+    unexpected = [key for key in state if key not in expected]
+    reshaped = [
+        f"{key} {tuple(state[key].shape)} (model: {tuple(value.shape)})"
+        for key, value in expected.items()
+        if key in state and tuple(state[key].shape) != tuple(value.shape)
+    ]
+    problems = [
+        f"{label} {', '.join(keys[:3])}{' ...' if len(keys) > 3 else ''} ({len(keys)} in all)"
+        for label, keys in (("missing", missing), ("unexpected", unexpected), ("other shape", reshaped))
+        if keys
+    ]
+    if problems:
+        raise ValueError(
+            f"{source}: the checkpoint does not fit the {type(model).__name__} its config builds: "
+            f"{'; '.join(problems)}. It was probably written by another version of implicit-slots."
+        )
+    model.load_state_dict(state)

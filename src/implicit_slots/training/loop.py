@@ -45,6 +45,7 @@ from implicit_slots.training.checkpoint import (
     CHECKPOINT_FORMAT_VERSION,
     capture_rng_state,
     load_checkpoint,
+    load_model_state,
     restore_rng_state,
     save_checkpoint_atomic,
     seed_everything,
@@ -421,7 +422,10 @@ def _train(
     step, sampler_state, consecutive_bad, total_bad = 0, SamplerState(), 0, 0
     reseeded_message: str | None = None
     if checkpoint is not None:
-        model.load_state_dict(checkpoint["model"])
+        try:
+            load_model_state(model, checkpoint["model"], checkpoint_path)
+        except ValueError as error:
+            raise TrainingSetupError(f"cannot resume: {error}") from error
         optimizer.load_state_dict(checkpoint["optimizer"])
         if plateau is not None and checkpoint.get("plateau") is not None:
             plateau.load_state_dict(checkpoint["plateau"])
