@@ -457,8 +457,16 @@ def _train(
         worker_seed=hash((t.seed, ctx.rank, sampler_state.epoch, sampler_state.position)) % 2**62,
     )
     ddp_model: nn.Module = model
+    # DDP rebuilds the model's output from its pytree; what the gradient estimators fill in during
+    # backward (the IFT's backward solver statistics) lands on the model's own output, kept here.
+    unwrapped_output: list[Any] = [None]
     if ctx.distributed:
-        model.register_forward_hook(lambda module, inputs, output: register_output_pytrees(output))
+
+        def keep_output(module: nn.Module, inputs: Any, output: Any) -> None:
+            register_output_pytrees(output)
+            unwrapped_output[0] = output
+
+        model.register_forward_hook(keep_output)
         ddp_model = DistributedDataParallel(
             model,
             device_ids=[device.index] if device.type == "cuda" else None,
@@ -538,7 +546,8 @@ def _train(
                     from implicit_slots.diagnostics import gradient_norms
 
                     record.update({f"grad_norm/{k}": v for k, v in gradient_norms(groups).items()})
-                    record.update(_slot_attention_diagnostics(model, output, config, ctx))
+                    own_output = unwrapped_output[0] if ctx.distributed else output
+                    record.update(_slot_attention_diagnostics(model, own_output, config, ctx))
                     record.update({f"lr/{name}": lr for name, lr in lrs.items()})
                 if bad_step:
                     optimizer.zero_grad(set_to_none=True)
