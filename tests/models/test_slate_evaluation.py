@@ -15,14 +15,16 @@ from implicit_slots.slot_attention import SlotAttentionConfig
 
 
 class ImageList(torch.utils.data.Dataset):
-    def __init__(self, images: torch.Tensor) -> None:
-        self.images = images
+    def __init__(self, images: torch.Tensor, masks: torch.Tensor | None = None) -> None:
+        self.images, self.masks = images, masks
 
     def __len__(self) -> int:
         return self.images.shape[0]
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
-        return {"image": self.images[index], "masks": torch.zeros(2, 16, 16)}
+        if self.masks is None:
+            return {"image": self.images[index]}
+        return {"image": self.images[index], "masks": self.masks[index]}
 
 
 def tiny_model() -> torch.nn.Module:
@@ -109,3 +111,28 @@ def test_evaluator_rejects_other_models(tmp_path: Path) -> None:
         get_evaluator("slate")(
             torch.nn.Linear(1, 1), ImageList(torch.rand(2, 3, 16, 16)), EvaluationOptions(tmp_path)
         )  # type: ignore[arg-type]
+
+
+def test_attention_ari_scores_the_slot_masks_against_the_true_segmentation(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    torch.manual_seed(0)
+    model = tiny_model()
+    masks = torch.zeros(4, 3, 16, 16)  # background + two objects on 4x4 patches
+    masks[:, 1, 0:4, 0:8] = 1
+    masks[:, 2, 8:16, 12:16] = 1
+    masks[:, 0] = 1 - masks[:, 1:].sum(dim=1)
+    dataset = ImageList(torch.rand(4, 3, 16, 16), masks)
+    options = EvaluationOptions(out_dir=tmp_path, split="val", batch_size=4)
+    metrics = get_evaluator("slate")(model, dataset, options).metrics
+    assert -1.0 <= metrics["ari_attention"] <= 1.0 and -1.0 <= metrics["fg_ari_attention"] <= 1.0
+    assert metrics["num_images"] == 4
+    perfect = masks.flip(1)  # the slots in another order: ARI ignores labels
+    monkeypatch.setattr(model, "attention_masks", lambda attention: perfect[: attention.shape[0]])
+    metrics = get_evaluator("slate")(model, dataset, options).metrics
+    assert (metrics["ari_attention"], metrics["fg_ari_attention"]) == pytest.approx((1.0, 1.0))
+    one_slot = torch.zeros(4, 3, 16, 16)
+    one_slot[:, 1] = 1  # every pixel in one slot: both objects merged
+    monkeypatch.setattr(model, "attention_masks", lambda attention: one_slot[: attention.shape[0]])
+    metrics = get_evaluator("slate")(model, dataset, options).metrics
+    assert (metrics["ari_attention"], metrics["fg_ari_attention"]) == pytest.approx((0.0, 0.0))

@@ -25,6 +25,7 @@ KEY_METRICS = (
     "mse_dvae",
     "cross_entropy",
     "slot_information",
+    "fg_ari_attention",
     "fid",
     "proxy_feature_distance",
     "num_images",

@@ -21,6 +21,9 @@ Metrics (``metrics.json`` keys), on the first ``max_images`` images of the split
 - ``fid`` (with ``--fid-weights``) or ``proxy_feature_distance`` (without; not FID) between the input images
   and the autoregressive reconstructions (:func:`implicit_slots.metrics.build_image_distance`);
 - ``relative_residual``: mean forward relative residual of the slot-attention fixed point;
+- ``ari_attention`` / ``fg_ari_attention`` (only for datasets with ``"masks"``, background first): ARI over
+  all pixels / over the objects' pixels of the slot-attention masks (each token's argmax slot over its
+  4x4 patch) against the true segmentation; FG-ARI is how object-centric papers score SLATE's grouping;
 - ``num_images``.
 
 The figure ``slate_<split>.png`` has one row per image (up to 8): input | dVAE reconstruction |
@@ -40,7 +43,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from implicit_slots.evaluation import EvaluationOptions, EvaluationReport, register_evaluator
-from implicit_slots.metrics import build_image_distance, per_image_squared_error
+from implicit_slots.metrics import adjusted_rand_index, build_image_distance, per_image_squared_error
 from implicit_slots.models.base import ObjectCentricModel
 from implicit_slots.models.slate import Slate, SlateOutput, attention_overlays
 
@@ -49,13 +52,16 @@ _GAP = 2  # white pixels between panels
 _HEADER = 14  # pixels of the label row
 
 
-def _image_batches(dataset: Dataset, batch_size: int, max_images: int | None) -> Iterator[Tensor]:
-    """Image tensors (B, 3, H, W) of the first ``max_images`` samples, in dataset order."""
+def _image_batches(
+    dataset: Dataset, batch_size: int, max_images: int | None
+) -> Iterator[tuple[Tensor, Tensor | None]]:
+    """Images (B, 3, H, W) and ground-truth masks (B, Kt, H, W) or None, of the first ``max_images``
+    samples, in dataset order."""
     total = len(dataset)  # type: ignore[arg-type]
     count = total if max_images is None else min(max_images, total)
     loader = DataLoader(Subset(dataset, range(count)), batch_size=batch_size, shuffle=False, num_workers=0)
     for batch in loader:
-        yield batch["image"]
+        yield batch["image"], batch.get("masks")
 
 
 def save_figure(panels: list[tuple[str, Tensor]], path: Path, scale: int = 2) -> Path:
@@ -122,7 +128,7 @@ def evaluate_slate(
     shuffled_total, paired_total, shuffled_images = 0.0, 0.0, 0
     num_images = 0
     figure_panels: list[tuple[str, Tensor]] | None = None
-    for image in _image_batches(dataset, options.batch_size, options.max_images):
+    for image, true_masks in _image_batches(dataset, options.batch_size, options.max_images):
         image = image.to(device)
         batch = {"image": image}
         output = model(batch)
@@ -146,6 +152,12 @@ def evaluate_slate(
             )
             paired_total += cross_entropy
             shuffled_images += count
+        if true_masks is not None:
+            masks = model.attention_masks(output.slot_attention.attention)  # (B, K, H, W)
+            true_masks = true_masks.to(device)
+            for name, exclude in (("ari_attention", False), ("fg_ari_attention", True)):
+                scores = adjusted_rand_index(true_masks, masks, exclude_background=exclude)
+                totals[name] = totals.get(name, 0.0) + float(scores.sum())
         distance.update(image, real=True)
         distance.update(autoregressive, real=False)
         num_images += count
