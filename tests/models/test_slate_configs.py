@@ -32,7 +32,8 @@ def test_config_builds_implicit_slate(path: Path) -> None:
     assert model.image_size == config.data.image_size
     assert model.slot_attention.variant == "IN" and model.slot_attention.num_iterations == 7
     assert set(config.training.optimizer.groups) <= set(model.parameter_groups())
-    assert set(config.training.hyperparameter_schedules) == set(model.hyperparameter_names())
+    assert "gumbel_temperature" in config.training.hyperparameter_schedules  # SLATE's tau anneal
+    assert set(config.training.hyperparameter_schedules) <= set(model.hyperparameter_names())
 
 
 def test_main_job_config_trains_one_step() -> None:
