@@ -268,7 +268,7 @@ class Slate(ObjectCentricModel):
         return {"dvae": dvae, "main": main}
 
     def hyperparameter_names(self) -> tuple[str, ...]:
-        """The Gumbel-softmax temperature is annealed by the engine (SLATE: cosine 1.0 -> 0.1)."""
+        """The Gumbel-softmax temperature (SLATE: cosine 1.0 -> 0.1) and the scheduled-sampling rate."""
         return ("gumbel_temperature", "scheduled_sampling")
 
     def set_hyperparameters(self, values: Mapping[str, float]) -> None:
