@@ -65,6 +65,9 @@ def test_a_corrupt_or_truncated_file_is_one_value_error_naming_it(tmp_path) -> N
     (tmp_path / "garbage.pt").write_bytes(b"not a checkpoint\n")
     with pytest.raises(ValueError, match=r"garbage.pt: not a readable checkpoint"):
         load_checkpoint(tmp_path / "garbage.pt")
+    (tmp_path / "junk.pt").write_bytes(b"junk\n")  # the weights-only unpickler raises KeyError on this
+    with pytest.raises(ValueError, match=r"junk.pt: not a readable checkpoint"):
+        load_checkpoint(tmp_path / "junk.pt")
     save_checkpoint_atomic(_state(1.0), tmp_path / "whole.pt")
     (tmp_path / "cut.pt").write_bytes((tmp_path / "whole.pt").read_bytes()[:100])
     with pytest.raises(ValueError, match=r"cut.pt: not a readable checkpoint"):
