@@ -89,7 +89,7 @@ def test_checker_finds_broken_links(tmp_path: Path) -> None:
     page = tmp_path / "docs" / "page.md"
     page.write_text(
         "[ok](present.md) [ok, anchor](present.md#here) [web](https://example.org) [anchor](#top)\n"
-        "![ok](results/figure.png) <img src=\"results/figure.png\">\n"
+        '![ok](results/figure.png) <img src="results/figure.png">\n'
         "[missing](absent.md)\n"
         "![missing image](results/absent.png)\n"
         '<img width="10" src="results/gone.png">\n'
