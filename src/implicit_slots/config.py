@@ -638,3 +638,12 @@ def apply_overrides(config: ExperimentConfig, overrides: Mapping[str, Any]) -> E
             raise ConfigError(f"override {key!r}: unknown key; top-level sections: {list(SECTIONS)}")
         layers.append((f"override {key!r}", OmegaConf.create(nested)))
     return _build("<config>", OmegaConf.create(config_to_dict(config)), layers)
+
+
+def config_from_dict(data: Mapping[str, Any], source: str = "<config>") -> ExperimentConfig:
+    """Validate plain data in the file format (e.g. a config stored inside a checkpoint) as a config.
+
+    Raises:
+        ConfigError: as :func:`load_config`; the message names ``source``.
+    """
+    return _build(source, OmegaConf.create(dict(data)), [])

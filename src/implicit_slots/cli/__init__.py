@@ -23,6 +23,8 @@ COMMANDS: dict[str, str] = {
     "data": "implicit_slots.cli.data",
     "bench": "implicit_slots.cli.bench",
     "main-job": "implicit_slots.cli.main_job",
+    "segment": "implicit_slots.cli.segment",
+    "pretrained": "implicit_slots.cli.pretrained",
 }
 
 
