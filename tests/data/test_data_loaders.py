@@ -98,8 +98,19 @@ def test_clevr_bad_inputs_name_the_problem(clevr_root: Path, tmp_path: Path) -> 
     bad_scene = json.loads((clevr_root / "scenes" / "CLEVR_train_scenes.json").read_text())
     bad_scene["scenes"][0]["objects"][0]["color"] = "pink"
     (clevr_root / "scenes" / "CLEVR_train_scenes.json").write_text(json.dumps(bad_scene))
-    with pytest.raises(ValueError, match=r"CLEVR_train_000000.png scene: color='pink' is not one of"):
-        build_dataset("clevr", "train", root=clevr_root)[0]
+    bad_scene["scenes"][2]["objects"][1]["3d_coords"] = [0.0, 1.0]
+    (clevr_root / "scenes" / "CLEVR_train_scenes.json").write_text(json.dumps(bad_scene))
+    train = build_dataset("clevr", "train", root=clevr_root)
+    scene_0 = r"CLEVR_train_scenes\.json: scene 0 \(CLEVR_train_000000\.png\)"
+    with pytest.raises(ValueError, match=scene_0 + r": object 0: color='pink' is not one of"):
+        train[0]
+    with pytest.raises(
+        ValueError, match=r"CLEVR_train_scenes\.json: scene 2 .*: object 1: 3d_coords has 2 values"
+    ):
+        train[2]
+    clevr6 = build_dataset("clevr6", "train", root=clevr_root)  # drops scene 1: its indices shift
+    with pytest.raises(ValueError, match=r"CLEVR_train_scenes\.json: scene 2 \(CLEVR_train_000002\.png\)"):
+        clevr6[1]
 
 
 # -- image files -----------------------------------------------------------------------------------------

@@ -277,6 +277,11 @@ class MultiObjectDataset(ObjectDataset):
         }
 
 
+# Dataset name -> its options and their defaults (filled in as the names are registered below). Images are
+# resized bilinearly by default, as Locatello et al.'s pipeline (tf.image.resize) does.
+MULTI_OBJECT_DEFAULTS: dict[str, dict[str, Any]] = {}
+
+
 def _builder(name: str, layouts: dict[str, MultiObjectFormat], max_foreground: int | None) -> Any:
     default_variant = next(iter(layouts))
     defaults: dict[str, Any] = {
@@ -287,6 +292,7 @@ def _builder(name: str, layouts: dict[str, MultiObjectFormat], max_foreground: i
     }
     if len(layouts) > 1:
         defaults["variant"] = default_variant
+    MULTI_OBJECT_DEFAULTS[name] = defaults
 
     def build(
         split: str, image_size: int, seed: int, *, root: Path | None, num_samples: int | None, **options: Any
