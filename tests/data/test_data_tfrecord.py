@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import struct
 from pathlib import Path
@@ -221,3 +222,25 @@ def test_another_kind_of_file_is_not_a_tfrecord(tmp_path: Path) -> None:
     path.write_bytes(b"just some text that is long enough for a header\n" * 3)
     with pytest.raises(TFRecordError, match=r"notes\.tfrecords: record 0: not a TFRecord file"):
         list(read_records(path))
+
+
+def test_a_malformed_example_is_a_tfrecord_error_never_another_exception() -> None:
+    # Random byte changes of a valid Example (as a writer bug would produce; the CRCs would pass).
+    example = encode_example(
+        {
+            "image": np.arange(30, dtype=np.uint8),
+            "names": [b"ab", b"c"],
+            "x": np.array([0.5, 1.0], np.float32),
+            "codes": np.array([1, 300, -2], np.int64),
+        }
+    )
+    rng = np.random.default_rng(0)
+    for _ in range(3000):
+        damaged = bytearray(example)
+        for position in rng.integers(0, len(damaged), rng.integers(1, 4)):
+            damaged[position] = rng.integers(0, 256)
+        with contextlib.suppress(TFRecordError):  # any other exception fails the test
+            decode_example(bytes(damaged))
+    varint_of_eleven_bytes = b"\x08" + b"\xff" * 10 + b"\x01"
+    with pytest.raises(TFRecordError, match="varint longer than 10 bytes"):
+        decode_example(b"\x0a\x0c" + varint_of_eleven_bytes)

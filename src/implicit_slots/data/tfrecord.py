@@ -161,8 +161,10 @@ def _varint(buffer: bytes, position: int) -> tuple[int, int]:
         position += 1
         result |= (byte & 0x7F) << shift
         if not byte & 0x80:
-            return result, position
+            return result & 0xFFFFFFFFFFFFFFFF, position  # protobuf keeps the low 64 bits
         shift += 7
+        if shift >= 70:
+            raise TFRecordError("varint longer than 10 bytes")
 
 
 def _fields(buffer: bytes) -> Iterator[tuple[int, int, bytes | int]]:
@@ -195,9 +197,8 @@ def _decode_bytes_list(buffer: bytes) -> FeatureValue:
     if raw.size % 3 == 0 and (raw[0::3] == 0x0A).all() and (raw[1::3] == 1).all():
         return raw[2::3].copy()  # every string one byte long: a uint8 array
     values: list[bytes] = []
-    for number, wire, value in _fields(buffer):
-        if number == 1 and wire == 2:
-            assert isinstance(value, bytes)
+    for number, _, value in _fields(buffer):
+        if number == 1 and isinstance(value, bytes):
             values.append(value)
     return values
 
@@ -208,18 +209,19 @@ def _decode_numbers(buffer: bytes, kind: str) -> np.ndarray:
         if number != 1:
             continue
         if kind == "float":
-            assert isinstance(value, bytes)
+            if wire not in (2, 5) or not isinstance(value, bytes) or len(value) % 4:
+                raise TFRecordError(f"float list: a value of wire type {wire} is not float32 data")
             values.append(np.frombuffer(value, "<f4"))  # packed (wire 2) or one value (wire 5)
-        elif wire == 2:
-            assert isinstance(value, bytes)
+        elif wire == 2 and isinstance(value, bytes):
             position, items = 0, []
             while position < len(value):
                 item, position = _varint(value, position)
                 items.append(item)
             values.append(np.array(items, np.uint64).astype(np.int64))
-        else:
-            assert isinstance(value, int)
+        elif wire == 0 and isinstance(value, int):
             values.append(np.array([value], np.uint64).astype(np.int64))
+        else:
+            raise TFRecordError(f"int64 list: a value of wire type {wire} is not a varint")
     dtype = np.float32 if kind == "float" else np.int64
     return np.concatenate(values).astype(dtype) if values else np.zeros(0, dtype)
 
@@ -229,7 +231,17 @@ def decode_example(data: bytes) -> dict[str, FeatureValue]:
 
     Values: a uint8 array for a bytes list of one-byte strings, else ``list[bytes]``; float32 arrays for
     float lists; int64 arrays for int64 lists.
+
+    Raises:
+        TFRecordError: the bytes are not a well-formed Example (what is wrong is in the message).
     """
+    try:
+        return _decode_example(data)
+    except UnicodeDecodeError as error:
+        raise TFRecordError(f"a feature name is not UTF-8 ({error})") from None
+
+
+def _decode_example(data: bytes) -> dict[str, FeatureValue]:
     features: dict[str, FeatureValue] = {}
     for number, _, example_field in _fields(data):
         if number != 1 or not isinstance(example_field, bytes):
@@ -244,7 +256,8 @@ def decode_example(data: bytes) -> dict[str, FeatureValue]:
                 elif part_number == 2 and isinstance(part, bytes):
                     feature = part
             for kind_number, _, payload in _fields(feature):
-                assert isinstance(payload, bytes)
+                if not isinstance(payload, bytes):
+                    raise TFRecordError(f"feature {key!r}: the value list is not length-delimited")
                 if kind_number == 1:
                     features[key.decode()] = _decode_bytes_list(payload)
                 elif kind_number == 2:
