@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import warnings
 from pathlib import Path
@@ -97,8 +98,19 @@ def test_clevr_bad_inputs_name_the_problem(clevr_root: Path, tmp_path: Path) -> 
     bad_scene = json.loads((clevr_root / "scenes" / "CLEVR_train_scenes.json").read_text())
     bad_scene["scenes"][0]["objects"][0]["color"] = "pink"
     (clevr_root / "scenes" / "CLEVR_train_scenes.json").write_text(json.dumps(bad_scene))
-    with pytest.raises(ValueError, match=r"CLEVR_train_000000.png scene: color='pink' is not one of"):
-        build_dataset("clevr", "train", root=clevr_root)[0]
+    bad_scene["scenes"][2]["objects"][1]["3d_coords"] = [0.0, 1.0]
+    (clevr_root / "scenes" / "CLEVR_train_scenes.json").write_text(json.dumps(bad_scene))
+    train = build_dataset("clevr", "train", root=clevr_root)
+    scene_0 = r"CLEVR_train_scenes\.json: scene 0 \(CLEVR_train_000000\.png\)"
+    with pytest.raises(ValueError, match=scene_0 + r": object 0: color='pink' is not one of"):
+        train[0]
+    with pytest.raises(
+        ValueError, match=r"CLEVR_train_scenes\.json: scene 2 .*: object 1: 3d_coords has 2 values"
+    ):
+        train[2]
+    clevr6 = build_dataset("clevr6", "train", root=clevr_root)  # drops scene 1: its indices shift
+    with pytest.raises(ValueError, match=r"CLEVR_train_scenes\.json: scene 2 \(CLEVR_train_000002\.png\)"):
+        clevr6[1]
 
 
 # -- image files -----------------------------------------------------------------------------------------
@@ -247,14 +259,42 @@ def test_dm_truncated_and_malformed_records(tmp_path: Path) -> None:
     data = _tetromino_record(0)[0]
     write_records(tmp_path / TETROMINOES.file, [data, data])
     raw = (tmp_path / TETROMINOES.file).read_bytes()
-    import gzip
-
     (tmp_path / TETROMINOES.file).write_bytes(gzip.compress(gzip.decompress(raw)[:-100]))
     with pytest.raises(TFRecordError, match=r"tetrominoes_train.tfrecords: record 1: truncated"):
         build_dataset("dm-tetrominoes", root=tmp_path)
-    assert not [p for p in (tmp_path / "converted").iterdir() if not p.name.startswith(".")]
+    assert list((tmp_path / "converted").iterdir()) == []  # no entry, no temporary folder
     write_records(tmp_path / TETROMINOES.file, [encode_example({"image": np.zeros(10, np.uint8)})])
     with pytest.raises(TFRecordError, match=r"record 0: feature 'image' should hold 3675 one-byte values"):
+        build_dataset("dm-tetrominoes", root=tmp_path)
+
+
+def test_dm_damage_in_the_last_record_stops_the_conversion_before_any_sample(tmp_path: Path) -> None:
+    records = [_tetromino_record(i)[0] for i in range(6)]
+    write_records(tmp_path / TETROMINOES.file, records, compress=False)
+    raw = bytearray((tmp_path / TETROMINOES.file).read_bytes())
+    raw[-100] ^= 0x01  # one bit of the last record's payload: a silently wrong mask without the CRC check
+    (tmp_path / TETROMINOES.file).write_bytes(gzip.compress(bytes(raw)))
+    with pytest.raises(TFRecordError, match=r"tetrominoes_train\.tfrecords: record 5: data CRC mismatch"):
+        build_dataset("dm-tetrominoes", root=tmp_path, cache_dir=tmp_path / "cache")
+    assert list((tmp_path / "converted").iterdir()) == []
+    assert not (tmp_path / "cache").exists() or list((tmp_path / "cache").iterdir()) == []
+
+
+def test_dm_html_page_saved_as_the_file_gets_a_hint(tmp_path: Path) -> None:
+    (tmp_path / TETROMINOES.file).write_text("<!DOCTYPE html><html><body>Access denied</body></html>")
+    with pytest.raises(TFRecordError, match=r"tetrominoes_train\.tfrecords: record 0: .*HTML page"):
+        build_dataset("dm-tetrominoes", root=tmp_path)
+
+
+def test_dm_a_damaged_conversion_is_named_not_reused_silently(tmp_path: Path) -> None:
+    write_records(tmp_path / TETROMINOES.file, [_tetromino_record(i)[0] for i in range(4)])
+    build_dataset("dm-tetrominoes", root=tmp_path)
+    (folder,) = (tmp_path / "converted").iterdir()
+    np.save(folder / "labels_00000.npy", np.zeros((3, 35, 35), np.uint8))  # one record short
+    with pytest.raises(ValueError, match=r"labels_00000\.npy: shape \(3, 35, 35\), expected \(4, 35, 35\)"):
+        build_dataset("dm-tetrominoes", root=tmp_path)
+    (folder / "images_00000.npy").write_bytes(b"\x93NUMPY")  # cut short
+    with pytest.raises(ValueError, match=r"images_00000\.npy: unreadable shard .*delete"):
         build_dataset("dm-tetrominoes", root=tmp_path)
 
 

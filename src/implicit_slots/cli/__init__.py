@@ -22,6 +22,7 @@ COMMANDS: dict[str, str] = {
     "reproduce": "implicit_slots.cli.reproduce",
     "data": "implicit_slots.cli.data",
     "bench": "implicit_slots.cli.bench",
+    "inspect": "implicit_slots.cli.inspect",
     "main-job": "implicit_slots.cli.main_job",
     "segment": "implicit_slots.cli.segment",
     "pretrained": "implicit_slots.cli.pretrained",

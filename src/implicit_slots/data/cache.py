@@ -79,10 +79,17 @@ class CachedDataset(ObjectDataset):
         self.properties = (
             np.load(self.path / "properties.npy", mmap_mode="r") if self.has_properties else None
         )
-        if self.images.shape[0] != self.count:
-            raise ValueError(
-                f"{self.path / 'images.npy'}: {self.images.shape[0]} images, meta.json says {self.count}"
-            )
+        size, k = self.image_size, self.num_objects_max
+        for name, array, shape in (
+            ("images.npy", self.images, (self.count, 3, size, size)),
+            ("labels.npy", self.labels, (self.count, size, size)),
+            ("properties.npy", self.properties, (self.count, k, 19)),
+        ):
+            if array is not None and array.shape != shape:
+                raise ValueError(
+                    f"{self.path / name}: shape {array.shape}, meta.json implies {shape}; "
+                    f"delete {self.path} to write the cache entry again"
+                )
 
     def __len__(self) -> int:
         return self.count

@@ -68,7 +68,7 @@ def properties_from_objects(
     Args:
         objects: each with ``3d_coords`` ``[x, y, z]``, ``size``, ``material``, ``shape``, ``color``.
         num_objects_max: K, the number of rows (zero rows pad the absent objects).
-        where: names the source (file, index) in error messages.
+        where: names the source (file, scene index) in error messages; they add the object index.
 
     Returns:
         float32 ``(K, 19)``: ``(x+3)/6, (y+3)/6, (z+3)/6``, size (2), material (2), shape (3), colour (8)
@@ -83,18 +83,19 @@ def properties_from_objects(
         )
     properties = np.zeros((num_objects_max, NUM_PROPERTIES), np.float32)  # (K, 19)
     for row, obj in enumerate(objects):
+        at = f"{where}: object {row}"
         try:
             coords = [float(c) for c in obj["3d_coords"]]
             size, material, shape, color = obj["size"], obj["material"], obj["shape"], obj["color"]
-        except (KeyError, TypeError) as error:
-            raise SceneSchemaError(f"{where}: object {row} lacks a CLEVR attribute ({error})") from None
+        except (KeyError, TypeError, ValueError) as error:
+            raise SceneSchemaError(f"{at} lacks a CLEVR attribute or has a bad one ({error!r})") from None
         if len(coords) != 3:
-            raise SceneSchemaError(f"{where}: object {row} 3d_coords has {len(coords)} values, expected 3")
+            raise SceneSchemaError(f"{at}: 3d_coords has {len(coords)} values, expected 3")
         properties[row, 0:3] = [(c + 3.0) / 6.0 for c in coords]
-        properties[row, 3 + _index(SIZES, size, "size", where)] = 1.0
-        properties[row, 5 + _index(MATERIALS, material, "material", where)] = 1.0
-        properties[row, 7 + _index(SHAPES, shape, "shape", where)] = 1.0
-        properties[row, 10 + _index(COLORS, color, "color", where)] = 1.0
+        properties[row, 3 + _index(SIZES, size, "size", at)] = 1.0
+        properties[row, 5 + _index(MATERIALS, material, "material", at)] = 1.0
+        properties[row, 7 + _index(SHAPES, shape, "shape", at)] = 1.0
+        properties[row, 10 + _index(COLORS, color, "color", at)] = 1.0
         properties[row, 18] = 1.0
     return properties
 

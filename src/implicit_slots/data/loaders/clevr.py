@@ -22,7 +22,9 @@ from implicit_slots.data.procedural import check_options
 from implicit_slots.data.registry import register_dataset
 from implicit_slots.data.schema import properties_from_objects
 
+# Bilinear resizing, as Locatello et al.'s CLEVR pipeline (tf.image.resize), not SLATE's bicubic.
 CLEVR_DEFAULTS: dict[str, Any] = {**FOLDER_DEFAULTS, "resample": "bilinear", "max_objects": 10}
+CLEVR6_DEFAULTS: dict[str, Any] = {**CLEVR_DEFAULTS, "max_objects": 6}
 
 
 def load_scenes(path: Path) -> list[dict[str, Any]]:
@@ -43,11 +45,14 @@ class ClevrDataset(FolderDataset):
 
     has_masks = False
 
+    scenes_path: Path | None = None
+
     def extra(self, index: int) -> dict[str, np.ndarray]:
-        scene = self.annotations[index]
-        if scene is None:
+        annotation = self.annotations[index]
+        if annotation is None:
             return {}
-        where = f"{self.files[index].name} scene"
+        scene_index, scene = annotation
+        where = f"{self.scenes_path}: scene {scene_index} ({self.files[index].name})"
         return {"properties": properties_from_objects(scene["objects"], self.num_objects_max, where=where)}
 
 
@@ -76,7 +81,8 @@ def _build(
     scenes_path = root / "scenes" / f"CLEVR_{split}_scenes.json"
     scenes = load_scenes(scenes_path)
     present = {p.name for p in image_dir.iterdir()}
-    files, kept = [], []
+    files = []
+    kept: list[tuple[int, dict[str, Any]]] = []  # (index in the scenes file, scene)
     for i, scene in enumerate(scenes):
         filename = scene.get("image_filename") if isinstance(scene, dict) else None
         if not isinstance(filename, str) or not isinstance(scene.get("objects"), list):
@@ -85,11 +91,12 @@ def _build(
             raise FileNotFoundError(f"{scenes_path}: scene {i} names {filename}, not found in {image_dir}")
         if len(scene["objects"]) <= max_objects:  # CLEVR6: foreground objects <= 6
             files.append(image_dir / filename)
-            kept.append(scene)
+            kept.append((i, scene))
     if not files:
         raise FileNotFoundError(f"{name}: no scenes with <= {max_objects} objects in {scenes_path}")
     dataset = ClevrDataset(name, files, image_size, kept, num_samples=num_samples, **options)
     dataset.num_objects_max, dataset.has_properties = max_objects, True
+    dataset.scenes_path = scenes_path
     return dataset
 
 
@@ -108,7 +115,7 @@ def build_clevr6(
 ) -> ClevrDataset:
     """Builder of ``clevr6``: CLEVR v1.0 scenes with at most 6 foreground objects, K = 6."""
     del seed
-    merged = check_options("clevr6", options, {**CLEVR_DEFAULTS, "max_objects": 6})
+    merged = check_options("clevr6", options, CLEVR6_DEFAULTS)
     return _build("clevr6", split, image_size, root, num_samples, merged)
 
 

@@ -43,6 +43,8 @@ from implicit_slots.data.schema import masks_from_labels
 from implicit_slots.data.tfrecord import TFRecordError, decode_example, read_records
 
 _SHARD_SIZE = 4096
+# Part of the conversion folder's name: conversions written before records were CRC-verified are not reused.
+CONVERSION_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -102,14 +104,55 @@ def decode_record(data: bytes, layout: MultiObjectFormat, where: str) -> tuple[n
     return image, masks.argmax(axis=0).astype(np.uint8)
 
 
+def check_conversion(folder: Path, layout: MultiObjectFormat) -> list[int]:
+    """The shard sizes of a conversion folder, after checking that every shard file is there and whole.
+
+    Raises:
+        ValueError: a missing or unreadable ``meta.json`` or shard, or a shard whose shape disagrees with
+            ``meta.json`` (the message names the file and says to delete the folder to convert again).
+    """
+    h, w, c = layout.image_shape
+    advice = f"delete {folder} to convert the TFRecord file again"
+    try:
+        sizes = [int(size) for size in json.loads((folder / "meta.json").read_text())["shard_sizes"]]
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise ValueError(
+            f"{folder / 'meta.json'}: unreadable conversion metadata ({error}); {advice}"
+        ) from None
+    for shard, size in enumerate(sizes):
+        expected = {
+            f"images_{shard:05d}.npy": (size, h, w, c),
+            f"labels_{shard:05d}.npy": (size, h, w),
+            f"counts_{shard:05d}.npy": (size,),
+        }
+        for name, shape in expected.items():
+            try:
+                found = np.load(folder / name, mmap_mode="r").shape
+            except (OSError, ValueError) as error:
+                raise ValueError(f"{folder / name}: unreadable shard ({error}); {advice}") from None
+            if found != shape:
+                raise ValueError(f"{folder / name}: shape {found}, expected {shape}; {advice}")
+    return sizes
+
+
 def convert_tfrecord(
     path: Path, layout: MultiObjectFormat, convert_dir: Path, max_records: int | None
 ) -> Path:
-    """Convert a TFRecord file to array shards once; returns the folder (re-used when present)."""
+    """Convert a TFRecord file to array shards once; returns the folder (re-used when present).
+
+    Every record read is verified (see :func:`~implicit_slots.data.tfrecord.read_records`) and decoded
+    into a temporary folder that is renamed into place only when the whole file (or its first
+    ``max_records`` records) converted, so a damaged file leaves nothing behind; a folder that is reused is
+    checked with :func:`check_conversion`.
+
+    Raises:
+        TFRecordError: a damaged record or Example (naming the file and the record index).
+    """
     stat = path.stat()
-    key = f"{path.stem}-{stat.st_size}-{stat.st_mtime_ns}-{max_records}"
+    key = f"{path.stem}-{stat.st_size}-{stat.st_mtime_ns}-{max_records}-v{CONVERSION_VERSION}"
     target = convert_dir / key
     if (target / "meta.json").is_file():
+        check_conversion(target, layout)
         return target
     convert_dir.mkdir(parents=True, exist_ok=True)
     temporary = Path(tempfile.mkdtemp(prefix=f".{key}.", dir=convert_dir))
@@ -150,6 +193,7 @@ def convert_tfrecord(
     finally:
         if temporary.exists():
             shutil.rmtree(temporary, ignore_errors=True)
+    check_conversion(target, layout)
     return target
 
 
@@ -233,6 +277,11 @@ class MultiObjectDataset(ObjectDataset):
         }
 
 
+# Dataset name -> its options and their defaults (filled in as the names are registered below). Images are
+# resized bilinearly by default, as Locatello et al.'s pipeline (tf.image.resize) does.
+MULTI_OBJECT_DEFAULTS: dict[str, dict[str, Any]] = {}
+
+
 def _builder(name: str, layouts: dict[str, MultiObjectFormat], max_foreground: int | None) -> Any:
     default_variant = next(iter(layouts))
     defaults: dict[str, Any] = {
@@ -243,6 +292,7 @@ def _builder(name: str, layouts: dict[str, MultiObjectFormat], max_foreground: i
     }
     if len(layouts) > 1:
         defaults["variant"] = default_variant
+    MULTI_OBJECT_DEFAULTS[name] = defaults
 
     def build(
         split: str, image_size: int, seed: int, *, root: Path | None, num_samples: int | None, **options: Any
