@@ -9,8 +9,15 @@ A config file has four sections (every field is documented on its dataclass belo
     training:    {max_steps: ..., batch_size: ..., optimizer: ..., ...}   # TrainingConfig
     diagnostics: {every: 500, ...}                                        # DiagnosticsConfig
 
-Values come in three layers, later ones winning: the dataclass defaults, the YAML file, and dotted
-``KEY=VALUE`` overrides from the command line (``training.max_steps=1000``,
+A file may start with ``base: PATH`` (relative to the file): it then holds only what differs from that
+file, merged onto it key by key (mappings merge recursively, the file's value wins, lists are replaced).
+Bases may have bases; a cycle or a missing file is a :class:`ConfigError` naming the chain. This is how
+the arms of one paper experiment share their recipe (``configs/paper/cpu/_base_slate.yaml`` and the files
+naming it), so two arms differ only in the lines they state. The config saved into a run folder is the
+resolved one, without ``base:``.
+
+Values come in three layers, later ones winning: the dataclass defaults, the YAML file (its ``base:``
+chain merged), and dotted ``KEY=VALUE`` overrides from the command line (``training.max_steps=1000``,
 ``training.optimizer.groups.dvae.lr=3e-4``, ``model.num_slots=11``). The ``model:`` section is checked
 against the dataclass the model registered (``get_model_spec(name).config_type``), so
 ``model.num_slot=3`` is an error exactly like ``training.max_step=3``. Unknown keys, wrong types, missing
@@ -25,6 +32,7 @@ Training tricks the paper ablates are independent switches, each off when null o
 from __future__ import annotations
 
 import dataclasses
+import importlib.resources
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +43,7 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 __all__ = [
+    "CONFIGS_DIR",
     "ConfigError",
     "DataConfig",
     "DiagnosticsConfig",
@@ -55,6 +64,7 @@ __all__ = [
 ]
 
 SECTIONS = ("model", "data", "training", "diagnostics", "provenance")
+BASE_KEY = "base"
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("fp32", "bf16")
 OPTIMIZERS = ("adam", "adamw")
@@ -65,6 +75,22 @@ SCHEDULE_KINDS = ("constant", "linear", "cosine", "exponential")
 
 class ConfigError(ValueError):
     """A config file or override is invalid; the message names the source, the key and the problem."""
+
+
+def _packaged_configs_dir() -> Path:
+    """The folder of the config files shipped as package data (``implicit_slots/configs``)."""
+    folder = importlib.resources.files("implicit_slots") / "configs"
+    if not isinstance(folder, Path):  # e.g. a zipped install, where package data are not plain files
+        raise RuntimeError(f"implicit_slots is not installed as plain files; its configs are at {folder}")
+    return folder
+
+
+CONFIGS_DIR: Path = _packaged_configs_dir()
+"""Shipped configs: ``slate_clevr_lite.yaml`` (the main job) and the paper's under ``paper/<scale>/``.
+
+A checkout's top-level ``configs`` is a link to this folder, so ``configs/...`` paths work from the
+repository root; installed from a wheel, the files are found here.
+"""
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -387,9 +413,16 @@ def _parse_overrides(overrides: Sequence[str]) -> list[tuple[str, DictConfig]]:
     return parsed
 
 
-def _load_yaml(path: Path) -> DictConfig:
+def _chain_text(chain: Sequence[Path]) -> str:
+    return " -> ".join(str(path) for path in chain)
+
+
+def _read_file(path: Path, chain: Sequence[Path]) -> DictConfig:
+    """One YAML file's own values (its ``base:`` key included), with the top level checked."""
     if not path.is_file():
-        raise ConfigError(f"config file {str(path)!r} does not exist")
+        if len(chain) == 1:
+            raise ConfigError(f"config file {str(path)!r} does not exist")
+        raise ConfigError(f"base chain {_chain_text(chain)}: base file {str(path)!r} does not exist")
     try:
         loaded = OmegaConf.load(path)
     except (OmegaConfBaseException, yaml.YAMLError) as error:
@@ -398,13 +431,40 @@ def _load_yaml(path: Path) -> DictConfig:
         return OmegaConf.create({})
     if not isinstance(loaded, DictConfig):
         raise ConfigError(f"{path}: expected a mapping with sections {list(SECTIONS)}")
-    unknown = [str(key) for key in loaded if key not in SECTIONS]
+    unknown = [str(key) for key in loaded if key not in (BASE_KEY, *SECTIONS)]
     if unknown:
-        raise ConfigError(f"{path}: unknown top-level key(s) {unknown}; valid sections: {list(SECTIONS)}")
+        raise ConfigError(
+            f"{path}: unknown top-level key(s) {unknown}; valid: {BASE_KEY!r} and sections {list(SECTIONS)}"
+        )
     for section in SECTIONS:
         if section in loaded and loaded[section] is not None and not isinstance(loaded[section], DictConfig):
             raise ConfigError(f"{path}: section {section!r} must be a mapping, got {loaded[section]!r}")
     return loaded
+
+
+def _load_yaml(path: Path, chain: Sequence[Path] = ()) -> DictConfig:
+    """The values of ``path`` merged onto those of its ``base:`` chain (the file's own values win).
+
+    Args:
+        path: the YAML file.
+        chain: the files that named ``path`` as their base, outermost first (empty for the file itself).
+
+    Raises:
+        ConfigError: invalid YAML or top level, a missing file or a ``base:`` cycle (naming the chain).
+    """
+    chain = (*chain, path)
+    if path.resolve() in {earlier.resolve() for earlier in chain[:-1]}:
+        raise ConfigError(f"base chain {_chain_text(chain)} is a cycle: a file cannot be its own base")
+    loaded = _read_file(path, chain)
+    if BASE_KEY not in loaded:
+        return loaded
+    base = loaded.pop(BASE_KEY)
+    if not isinstance(base, str) or not base.strip():
+        raise ConfigError(f"{path}: key {BASE_KEY!r} must be a path relative to the file, got {base!r}")
+    merged = _load_yaml(path.parent / base, chain)
+    # An empty section (``diagnostics:`` with nothing below) changes nothing.
+    own = {key: value for key, value in loaded.items() if value is not None}
+    return _merge(merged, OmegaConf.create(own), _chain_text(chain))
 
 
 def _merge(base: DictConfig, layer: Any, source: str, prefix: str = "") -> DictConfig:
