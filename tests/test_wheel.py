@@ -20,7 +20,7 @@ pytestmark = pytest.mark.slow
 
 def _run(command: list[str], cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     result = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, f"{command} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}"
+    assert result.returncode == 0, f"{command} exited {result.returncode}:\n{result.stdout}\n{result.stderr}"
     return result
 
 
@@ -36,7 +36,8 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     shutil.copytree(REPO / "src", source / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
     dist = root / "dist"
     pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "--no-input"]
-    _run([*pip, "wheel", "--no-deps", "--no-build-isolation", "--no-index", "-w", str(dist), str(source)], root)
+    build = ["wheel", "--no-deps", "--no-build-isolation", "--no-index", "-w", str(dist), str(source)]
+    _run([*pip, *build], root)
     (wheel,) = dist.glob("implicit_slots-*.whl")
     target = root / "site"
     # The dependencies (torch, ...) come from the running environment; only the package is installed.
@@ -62,7 +63,9 @@ def test_wheel_ships_every_config_file(installed: tuple[Path, Path]) -> None:
     assert shipped == expected
 
 
-def test_installed_package_is_the_wheel_not_the_checkout(installed: tuple[Path, Path], tmp_path: Path) -> None:
+def test_installed_package_is_the_wheel_not_the_checkout(
+    installed: tuple[Path, Path], tmp_path: Path
+) -> None:
     _, target = installed
     code = "import implicit_slots.config as c; print(c.__file__); print(c.CONFIGS_DIR)"
     lines = _run([sys.executable, "-c", code], tmp_path, _installed_env(target)).stdout.split()
