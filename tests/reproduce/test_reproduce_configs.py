@@ -179,6 +179,33 @@ def test_arms_differ_exactly_in_what_the_experiment_varies(
         assert differing == set()
 
 
+SLATE_RECIPE_ARMS = [
+    (scale, name)
+    for scale in SCALES
+    for name in config_names(scale)
+    if yaml.safe_load((CONFIG_ROOT / scale / f"{name}.yaml").read_text()).get("base") == "_base_slate.yaml"
+]
+
+
+@pytest.mark.parametrize(("scale", "name"), SLATE_RECIPE_ARMS, ids=lambda value: str(value))
+def test_slate_arms_differ_from_their_shared_recipe_only_in_their_factors(scale: str, name: str) -> None:
+    """Across experiments too: an arm built on ``_base_slate.yaml`` (the implicit IN arm, 7 iterations,
+    all tricks) differs from it only in what its name states, so e.g. Fig. 3b's BB and Fig. 5's arms
+    share one recipe."""
+    experiment = re.match(r"(fig\d|table\d)", name)
+    assert experiment is not None
+    factors = _factors(experiment.group(1), name)
+    reference = _factors("", "base")
+    varied = [factor for factor in FACTOR_KEYS if factors[factor] != reference[factor]]
+    allowed = tuple(pattern for factor in varied for pattern in FACTOR_KEYS[factor])
+    if factors.get("dataset", "clevr") != "clevr":
+        allowed += ("data.",)
+    base = _flat(config_to_dict(_load(CONFIG_ROOT / scale / "_base_slate.yaml")))
+    arm = _flat(config_to_dict(_load(CONFIG_ROOT / scale / f"{name}.yaml")))
+    differing = {key for key in base.keys() | arm.keys() if base.get(key) != arm.get(key)}
+    assert {key for key in differing if not _matches(key, allowed)} == set(), (varied, sorted(differing))
+
+
 def _variant(config: ExperimentConfig) -> tuple[str, int]:
     sa = config.model.config.slot_attention
     return sa.variant, sa.num_iterations
