@@ -9,13 +9,22 @@ A config file has four sections (every field is documented on its dataclass belo
     training:    {max_steps: ..., batch_size: ..., optimizer: ..., ...}   # TrainingConfig
     diagnostics: {every: 500, ...}                                        # DiagnosticsConfig
 
-Values come in three layers, later ones winning: the dataclass defaults, the YAML file, and dotted
-``KEY=VALUE`` overrides from the command line (``training.max_steps=1000``,
+A file may start with ``base: PATH`` (relative to the file): it then holds only what differs from that
+file, merged onto it key by key (mappings merge recursively, the file's value wins, lists are replaced).
+Bases may have bases; a cycle or a missing file is a :class:`ConfigError` naming the chain. This is how
+the arms of one paper experiment share their recipe (``configs/paper/cpu/_base_slate.yaml`` and the files
+naming it), so two arms differ only in the lines they state. The config saved into a run folder is the
+resolved one, without ``base:``.
+
+Values come in three layers, later ones winning: the dataclass defaults, the YAML file (its ``base:``
+chain merged), and dotted ``KEY=VALUE`` overrides from the command line (``training.max_steps=1000``,
 ``training.optimizer.groups.dvae.lr=3e-4``, ``model.num_slots=11``). The ``model:`` section is checked
 against the dataclass the model registered (``get_model_spec(name).config_type``), so
 ``model.num_slot=3`` is an error exactly like ``training.max_step=3``. Unknown keys, wrong types, missing
 required values and values outside their allowed set all raise :class:`ConfigError`, naming the file or
-override, the dotted key and the problem.
+override, the dotted key and the problem. Each section's dataclass checks its own values (``validate``;
+the model section's is the model config's own); validators never edit, and the one normalisation of
+loading (:func:`normalise_switches`) is a separate step before them.
 
 Training tricks the paper ablates are independent switches, each off when null or 0:
 ``training.grad_clip.norm`` (null / l2 / inf), ``training.optimizer.warmup_steps`` (and per group),
@@ -25,6 +34,7 @@ Training tricks the paper ablates are independent switches, each off when null o
 from __future__ import annotations
 
 import dataclasses
+import importlib.resources
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +45,7 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 __all__ = [
+    "CONFIGS_DIR",
     "ConfigError",
     "DataConfig",
     "DiagnosticsConfig",
@@ -51,10 +62,13 @@ __all__ = [
     "ValidationConfig",
     "config_to_dict",
     "load_config",
+    "normalise_switches",
     "save_config",
+    "validate_config",
 ]
 
 SECTIONS = ("model", "data", "training", "diagnostics", "provenance")
+BASE_KEY = "base"
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("fp32", "bf16")
 OPTIMIZERS = ("adam", "adamw")
@@ -65,6 +79,36 @@ SCHEDULE_KINDS = ("constant", "linear", "cosine", "exponential")
 
 class ConfigError(ValueError):
     """A config file or override is invalid; the message names the source, the key and the problem."""
+
+
+def _packaged_configs_dir() -> Path:
+    """The folder of the config files shipped as package data (``implicit_slots/configs``)."""
+    folder = importlib.resources.files("implicit_slots") / "configs"
+    if not isinstance(folder, Path):  # e.g. a zipped install, where package data are not plain files
+        raise RuntimeError(f"implicit_slots is not installed as plain files; its configs are at {folder}")
+    return folder
+
+
+CONFIGS_DIR: Path = _packaged_configs_dir()
+"""Shipped configs: ``slate_clevr_lite.yaml`` (the main job) and the paper's under ``paper/<scale>/``.
+
+A checkout's top-level ``configs`` is a link to this folder, so ``configs/...`` paths work from the
+repository root; installed from a wheel, the files are found here.
+"""
+
+
+def _check(condition: bool, source: str, key: str, message: str) -> None:
+    """Raise ``ConfigError("<source>: key '<key>': <message>")`` unless ``condition``."""
+    if not condition:
+        raise ConfigError(f"{source}: key {key!r}: {message}")
+
+
+def _check_choice(value: str | None, valid: tuple[str, ...], key: str, source: str, nullable: bool) -> None:
+    """``value`` is one of ``valid`` (or null, when ``nullable``)."""
+    if nullable and value is None:
+        return
+    allowed = list(valid) + (["null"] if nullable else [])
+    _check(value in valid, source, key, f"invalid value {value!r}; valid: {allowed}")
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -111,6 +155,11 @@ class DataConfig:
     cache_dir: str | None = None
     num_workers: int = 0
 
+    def validate(self, source: str) -> None:
+        """Raise :class:`ConfigError` (naming ``source`` and the key) on a value out of range."""
+        _check(self.image_size >= 1, source, "data.image_size", f"must be >= 1, got {self.image_size}")
+        _check(self.num_workers >= 0, source, "data.num_workers", f"must be >= 0, got {self.num_workers}")
+
 
 @dataclass
 class ParamGroupConfig:
@@ -127,6 +176,18 @@ class ParamGroupConfig:
     lr: float | None = None
     warmup_steps: int | None = None
     weight_decay: float | None = None
+
+    def validate(self, source: str, key: str) -> None:
+        """Raise :class:`ConfigError` on a value out of range; ``key`` is the group's dotted key."""
+        if self.lr is not None:
+            _check(self.lr >= 0, source, f"{key}.lr", f"must be >= 0, got {self.lr}")
+        if self.warmup_steps is not None:
+            _check(
+                self.warmup_steps >= 0,
+                source,
+                f"{key}.warmup_steps",
+                f"must be >= 0, got {self.warmup_steps}",
+            )
 
 
 @dataclass
@@ -153,6 +214,18 @@ class OptimizerConfig:
     warmup_steps: int = 0
     groups: dict[str, ParamGroupConfig] = field(default_factory=dict)
 
+    def validate(self, source: str) -> None:
+        """Raise :class:`ConfigError` on an unknown optimizer or a value out of range."""
+        key = "training.optimizer"
+        _check_choice(self.name, OPTIMIZERS, f"{key}.name", source, nullable=False)
+        _check(len(self.betas) == 2, source, f"{key}.betas", f"needs 2 values, got {self.betas}")
+        _check(self.lr >= 0, source, f"{key}.lr", f"must be >= 0, got {self.lr}")
+        _check(
+            self.warmup_steps >= 0, source, f"{key}.warmup_steps", f"must be >= 0, got {self.warmup_steps}"
+        )
+        for name, group in self.groups.items():
+            group.validate(source, f"{key}.groups.{name}")
+
 
 @dataclass
 class GradClipConfig:
@@ -166,6 +239,17 @@ class GradClipConfig:
 
     norm: str | None = None
     max_norm: float = 1.0
+
+    def validate(self, source: str) -> None:
+        """Raise :class:`ConfigError` on an unknown norm or a non-positive ``max_norm`` while clipping."""
+        _check_choice(self.norm, CLIP_NORMS, "training.grad_clip.norm", source, nullable=True)
+        if self.norm is not None:
+            _check(
+                self.max_norm > 0,
+                source,
+                "training.grad_clip.max_norm",
+                f"must be > 0 when grad_clip.norm is {self.norm!r}, got {self.max_norm}",
+            )
 
 
 @dataclass
@@ -192,6 +276,21 @@ class LRDecayConfig:
     patience: int = 4
     factor: float = 0.5
     min_delta: float = 0.0
+
+    def validate(self, source: str) -> None:
+        """Raise :class:`ConfigError` on an unknown kind or a value the kind cannot use.
+
+        That ``plateau`` needs validation is a rule between sections, checked by
+        :meth:`TrainingConfig.validate`.
+        """
+        key = "training.lr_decay"
+        _check_choice(self.kind, LR_DECAY_KINDS, f"{key}.kind", source, nullable=True)
+        if self.kind == "exponential":
+            _check(self.half_life > 0, source, f"{key}.half_life", "must be > 0 for exponential")
+            _check(self.start_step >= 0, source, f"{key}.start_step", "must be >= 0")
+        if self.kind == "plateau":
+            _check(self.patience >= 1, source, f"{key}.patience", "must be >= 1 for plateau")
+            _check(0 < self.factor < 1, source, f"{key}.factor", "must be in (0, 1) for plateau")
 
 
 @dataclass
@@ -220,6 +319,14 @@ class HyperparameterScheduleConfig:
     steps: int = 0
     start_step: int = 0
 
+    def validate(self, source: str, key: str) -> None:
+        """Raise :class:`ConfigError` on an unknown kind or a transition it cannot make."""
+        _check_choice(self.kind, SCHEDULE_KINDS, f"{key}.kind", source, nullable=False)
+        if self.kind != "constant":
+            _check(self.steps > 0, source, f"{key}.steps", f"must be > 0 for {self.kind!r}")
+        if self.kind == "exponential":
+            _check(self.start > 0 and self.end > 0, source, key, "start and end must be > 0")
+
 
 @dataclass
 class ValidationConfig:
@@ -236,6 +343,15 @@ class ValidationConfig:
     split: str = "val"
     num_batches: int | None = None
     batch_size: int | None = None
+
+    def validate(self, source: str) -> None:
+        """Raise :class:`ConfigError` on a value out of range."""
+        key = "training.validation"
+        _check(self.every >= 0, source, f"{key}.every", f"must be >= 0, got {self.every}")
+        if self.num_batches is not None:
+            _check(self.num_batches >= 1, source, f"{key}.num_batches", "must be >= 1")
+        if self.batch_size is not None:
+            _check(self.batch_size >= 1, source, f"{key}.batch_size", "must be >= 1")
 
 
 @dataclass
@@ -282,6 +398,43 @@ class TrainingConfig:
     validation: ValidationConfig = field(default_factory=ValidationConfig)
     ddp_find_unused_parameters: bool = True
 
+    def validate(self, source: str) -> None:
+        """Raise :class:`ConfigError` on a value out of range, here or in a subsection."""
+        _check_choice(self.device, DEVICES, "training.device", source, nullable=False)
+        _check_choice(self.precision, PRECISIONS, "training.precision", source, nullable=False)
+        _check(self.max_steps >= 0, source, "training.max_steps", f"must be >= 0, got {self.max_steps}")
+        _check(self.batch_size >= 1, source, "training.batch_size", f"must be >= 1, got {self.batch_size}")
+        _check(
+            self.checkpoint_every >= 0,
+            source,
+            "training.checkpoint_every",
+            f"must be >= 0, got {self.checkpoint_every}",
+        )
+        _check(self.log_every >= 1, source, "training.log_every", f"must be >= 1, got {self.log_every}")
+        if self.num_threads is not None:
+            _check(
+                self.num_threads >= 1, source, "training.num_threads", f"must be >= 1, got {self.num_threads}"
+            )
+        _check(
+            self.max_consecutive_bad_steps >= 1,
+            source,
+            "training.max_consecutive_bad_steps",
+            f"must be >= 1, got {self.max_consecutive_bad_steps}",
+        )
+        self.optimizer.validate(source)
+        self.grad_clip.validate(source)
+        self.lr_decay.validate(source)
+        for name, schedule in self.hyperparameter_schedules.items():
+            schedule.validate(source, f"training.hyperparameter_schedules.{name}")
+        self.validation.validate(source)
+        if self.lr_decay.kind == "plateau":
+            _check(
+                self.validation.every > 0,
+                source,
+                "training.validation.every",
+                "must be > 0 when training.lr_decay.kind is 'plateau' (the plateau rule needs validation)",
+            )
+
 
 @dataclass
 class DiagnosticsConfig:
@@ -305,6 +458,14 @@ class DiagnosticsConfig:
     jacobian_max_samples: int = 8
     images_every: int = 0
     max_images: int = 8
+
+    def validate(self, source: str) -> None:
+        """Raise :class:`ConfigError` on a value out of range."""
+        for key in ("every", "images_every"):
+            _check(getattr(self, key) >= 0, source, f"diagnostics.{key}", "must be >= 0")
+        _check(self.jacobian_iterations >= 1, source, "diagnostics.jacobian_iterations", "must be >= 1")
+        _check(self.jacobian_max_samples >= 1, source, "diagnostics.jacobian_max_samples", "must be >= 1")
+        _check(self.max_images >= 1, source, "diagnostics.max_images", "must be >= 1")
 
 
 @dataclass
@@ -348,6 +509,25 @@ class ExperimentConfig:
     diagnostics: DiagnosticsConfig = field(default_factory=DiagnosticsConfig)
     provenance: ProvenanceConfig = field(default_factory=ProvenanceConfig)
 
+    def validate(self, source: str = "<config>") -> None:
+        """Check every section's values (types were checked while loading); edits nothing.
+
+        The model section is checked by its config dataclass's own ``validate()`` (which raises
+        ``ValueError`` naming the ``model.`` key, since models sit below this module).
+
+        Raises:
+            ConfigError: naming ``source`` and the dotted key.
+        """
+        validate_model = getattr(self.model.config, "validate", None)
+        if callable(validate_model):
+            try:
+                validate_model()
+            except ValueError as error:
+                raise ConfigError(f"{source}: {error}") from error
+        self.data.validate(source)
+        self.training.validate(source)
+        self.diagnostics.validate(source)
+
 
 @dataclass
 class _RestSchema:
@@ -387,9 +567,16 @@ def _parse_overrides(overrides: Sequence[str]) -> list[tuple[str, DictConfig]]:
     return parsed
 
 
-def _load_yaml(path: Path) -> DictConfig:
+def _chain_text(chain: Sequence[Path]) -> str:
+    return " -> ".join(str(path) for path in chain)
+
+
+def _read_file(path: Path, chain: Sequence[Path]) -> DictConfig:
+    """One YAML file's own values (its ``base:`` key included), with the top level checked."""
     if not path.is_file():
-        raise ConfigError(f"config file {str(path)!r} does not exist")
+        if len(chain) == 1:
+            raise ConfigError(f"config file {str(path)!r} does not exist")
+        raise ConfigError(f"base chain {_chain_text(chain)}: base file {str(path)!r} does not exist")
     try:
         loaded = OmegaConf.load(path)
     except (OmegaConfBaseException, yaml.YAMLError) as error:
@@ -398,13 +585,40 @@ def _load_yaml(path: Path) -> DictConfig:
         return OmegaConf.create({})
     if not isinstance(loaded, DictConfig):
         raise ConfigError(f"{path}: expected a mapping with sections {list(SECTIONS)}")
-    unknown = [str(key) for key in loaded if key not in SECTIONS]
+    unknown = [str(key) for key in loaded if key not in (BASE_KEY, *SECTIONS)]
     if unknown:
-        raise ConfigError(f"{path}: unknown top-level key(s) {unknown}; valid sections: {list(SECTIONS)}")
+        raise ConfigError(
+            f"{path}: unknown top-level key(s) {unknown}; valid: {BASE_KEY!r} and sections {list(SECTIONS)}"
+        )
     for section in SECTIONS:
         if section in loaded and loaded[section] is not None and not isinstance(loaded[section], DictConfig):
             raise ConfigError(f"{path}: section {section!r} must be a mapping, got {loaded[section]!r}")
     return loaded
+
+
+def _load_yaml(path: Path, chain: Sequence[Path] = ()) -> DictConfig:
+    """The values of ``path`` merged onto those of its ``base:`` chain (the file's own values win).
+
+    Args:
+        path: the YAML file.
+        chain: the files that named ``path`` as their base, outermost first (empty for the file itself).
+
+    Raises:
+        ConfigError: invalid YAML or top level, a missing file or a ``base:`` cycle (naming the chain).
+    """
+    chain = (*chain, path)
+    if path.resolve() in {earlier.resolve() for earlier in chain[:-1]}:
+        raise ConfigError(f"base chain {_chain_text(chain)} is a cycle: a file cannot be its own base")
+    loaded = _read_file(path, chain)
+    if BASE_KEY not in loaded:
+        return loaded
+    base = loaded.pop(BASE_KEY)
+    if not isinstance(base, str) or not base.strip():
+        raise ConfigError(f"{path}: key {BASE_KEY!r} must be a path relative to the file, got {base!r}")
+    merged = _load_yaml(path.parent / base, chain)
+    # An empty section (``diagnostics:`` with nothing below) changes nothing.
+    own = {key: value for key, value in loaded.items() if value is not None}
+    return _merge(merged, OmegaConf.create(own), _chain_text(chain))
 
 
 def _merge(base: DictConfig, layer: Any, source: str, prefix: str = "") -> DictConfig:
@@ -494,103 +708,30 @@ def _build(file_source: str, loaded: DictConfig, overrides: list[tuple[str, Dict
         diagnostics=rest.diagnostics,
         provenance=rest.provenance,
     )
-    validate_config(config, source)
+    normalise_switches(config.training)
+    config.validate(source)
     return config
 
 
-def _choice(value: str | None, valid: tuple[str, ...], key: str, source: str, nullable: bool) -> str | None:
-    if nullable and (value is None or value == "none"):
-        return None
-    if value not in valid:
-        allowed = list(valid) + (["null"] if nullable else [])
-        raise ConfigError(f"{source}: key {key!r}: invalid value {value!r}; valid: {allowed}")
-    return value
-
-
-def _require(condition: bool, source: str, key: str, message: str) -> None:
-    if not condition:
-        raise ConfigError(f"{source}: key {key!r}: {message}")
-
-
 def validate_config(config: ExperimentConfig, source: str = "<config>") -> None:
-    """Check values against their allowed sets and ranges (types are checked while loading).
-
-    Normalises ``"none"`` to null in the switch fields (``grad_clip.norm``, ``lr_decay.kind``).
+    """Check a config built in Python (``load_config`` already does this); see
+    :meth:`ExperimentConfig.validate`.
 
     Raises:
         ConfigError: naming ``source`` and the dotted key.
     """
-    t = config.training
-    _choice(t.device, DEVICES, "training.device", source, nullable=False)
-    _choice(t.precision, PRECISIONS, "training.precision", source, nullable=False)
-    _choice(t.optimizer.name, OPTIMIZERS, "training.optimizer.name", source, nullable=False)
-    t.grad_clip.norm = _choice(t.grad_clip.norm, CLIP_NORMS, "training.grad_clip.norm", source, True)
-    t.lr_decay.kind = _choice(t.lr_decay.kind, LR_DECAY_KINDS, "training.lr_decay.kind", source, True)
-    _require(t.max_steps >= 0, source, "training.max_steps", f"must be >= 0, got {t.max_steps}")
-    _require(t.batch_size >= 1, source, "training.batch_size", f"must be >= 1, got {t.batch_size}")
-    for key in ("checkpoint_every", "log_every"):
-        value = getattr(t, key)
-        _require(value >= 0, source, f"training.{key}", f"must be >= 0, got {value}")
-    _require(t.log_every >= 1, source, "training.log_every", f"must be >= 1, got {t.log_every}")
-    if t.num_threads is not None:
-        _require(t.num_threads >= 1, source, "training.num_threads", f"must be >= 1, got {t.num_threads}")
-    _require(
-        t.max_consecutive_bad_steps >= 1,
-        source,
-        "training.max_consecutive_bad_steps",
-        f"must be >= 1, got {t.max_consecutive_bad_steps}",
-    )
-    opt = t.optimizer
-    _require(len(opt.betas) == 2, source, "training.optimizer.betas", f"needs 2 values, got {opt.betas}")
-    _require(opt.lr >= 0, source, "training.optimizer.lr", f"must be >= 0, got {opt.lr}")
-    _require(opt.warmup_steps >= 0, source, "training.optimizer.warmup_steps", "must be >= 0")
-    for name, group in opt.groups.items():
-        prefix = f"training.optimizer.groups.{name}"
-        if group.lr is not None:
-            _require(group.lr >= 0, source, f"{prefix}.lr", f"must be >= 0, got {group.lr}")
-        if group.warmup_steps is not None:
-            _require(group.warmup_steps >= 0, source, f"{prefix}.warmup_steps", "must be >= 0")
-    if t.grad_clip.norm is not None:
-        _require(
-            t.grad_clip.max_norm > 0,
-            source,
-            "training.grad_clip.max_norm",
-            f"must be > 0 when grad_clip.norm is {t.grad_clip.norm!r}, got {t.grad_clip.max_norm}",
-        )
-    decay = t.lr_decay
-    if decay.kind == "exponential":
-        _require(decay.half_life > 0, source, "training.lr_decay.half_life", "must be > 0 for exponential")
-        _require(decay.start_step >= 0, source, "training.lr_decay.start_step", "must be >= 0")
-    if decay.kind == "plateau":
-        _require(decay.patience >= 1, source, "training.lr_decay.patience", "must be >= 1 for plateau")
-        _require(0 < decay.factor < 1, source, "training.lr_decay.factor", "must be in (0, 1) for plateau")
-        _require(
-            t.validation.every > 0,
-            source,
-            "training.validation.every",
-            "must be > 0 when training.lr_decay.kind is 'plateau' (the plateau rule needs validation)",
-        )
-    for name, schedule in t.hyperparameter_schedules.items():
-        prefix = f"training.hyperparameter_schedules.{name}"
-        _choice(schedule.kind, SCHEDULE_KINDS, f"{prefix}.kind", source, nullable=False)
-        if schedule.kind != "constant":
-            _require(schedule.steps > 0, source, f"{prefix}.steps", f"must be > 0 for {schedule.kind!r}")
-        if schedule.kind == "exponential":
-            _require(schedule.start > 0 and schedule.end > 0, source, prefix, "start and end must be > 0")
-    v = t.validation
-    _require(v.every >= 0, source, "training.validation.every", f"must be >= 0, got {v.every}")
-    if v.num_batches is not None:
-        _require(v.num_batches >= 1, source, "training.validation.num_batches", "must be >= 1")
-    if v.batch_size is not None:
-        _require(v.batch_size >= 1, source, "training.validation.batch_size", "must be >= 1")
-    d = config.diagnostics
-    for key in ("every", "images_every"):
-        _require(getattr(d, key) >= 0, source, f"diagnostics.{key}", "must be >= 0")
-    _require(d.jacobian_iterations >= 1, source, "diagnostics.jacobian_iterations", "must be >= 1")
-    _require(d.jacobian_max_samples >= 1, source, "diagnostics.jacobian_max_samples", "must be >= 1")
-    _require(d.max_images >= 1, source, "diagnostics.max_images", "must be >= 1")
-    _require(config.data.image_size >= 1, source, "data.image_size", "must be >= 1")
-    _require(config.data.num_workers >= 0, source, "data.num_workers", "must be >= 0")
+    config.validate(source)
+
+
+def normalise_switches(training: TrainingConfig) -> None:
+    """Spelled-out ``"none"`` in a switch (``grad_clip.norm``, ``lr_decay.kind``) becomes null.
+
+    The one step of loading that edits values; it runs before validation, which never edits.
+    """
+    if training.grad_clip.norm == "none":
+        training.grad_clip.norm = None
+    if training.lr_decay.kind == "none":
+        training.lr_decay.kind = None
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -214,9 +214,9 @@ def test_bad_inputs_raise_clear_errors() -> None:
     with pytest.raises(ValueError, match=r"expected images \(B, 3, 16, 16\), got \(2, 3, 20, 20\)"):
         model({"image": torch.rand(2, 3, 20, 20)})
     with pytest.raises(ValueError, match=r"model\.d_model must be a positive integer"):
-        build_slate(tiny_config(d_model=0))
+        tiny_config(d_model=0).validate()  # the schema's rule (load_config runs it)
     with pytest.raises(ValueError, match=r"model\.dropout must be in"):
-        build_slate(tiny_config(dropout=1.5))
+        tiny_config(dropout=1.5).validate()
     with pytest.raises(ValueError, match="multiple of 4"):
         build_slate(tiny_config(image_size=18))
     with pytest.raises(ValueError, match="not divisible by num_heads"):
@@ -303,7 +303,7 @@ def test_token_dropout_masks_only_the_decoders_prefix(monkeypatch: pytest.Monkey
     out = model({"image": torch.rand(2, 3, 16, 16)})
     torch.testing.assert_close(seen["decoder"], model.embed_tokens(out.tokens))
     with pytest.raises(ValueError, match=r"model\.token_dropout must be in"):
-        build_slate(tiny_config(token_dropout=1.0))
+        tiny_config(token_dropout=1.0).validate()
 
 
 @pytest.mark.parametrize("probability", [1.0, 0.5])
@@ -366,4 +366,4 @@ def test_scheduled_sampling_is_a_checked_scheduled_hyperparameter() -> None:
         model.set_hyperparameters({"scheduled_sampling": 1.5})
     assert model.scheduled_sampling == 0.25
     with pytest.raises(ValueError, match=r"model\.scheduled_sampling must be in \[0, 1\]"):
-        build_slate(tiny_config(scheduled_sampling=-0.1))
+        tiny_config(scheduled_sampling=-0.1).validate()

@@ -1,23 +1,34 @@
-"""Every file under configs/paper/ validates; every CPU-scale file (and the paper-scale files, on
-procedural stand-ins for their real datasets) trains one step at a tiny size."""
+"""Every file under configs/paper/ validates; the arms of an experiment differ only in what the
+experiment varies; every CPU-scale file (and the paper-scale files, on procedural stand-ins for their real
+datasets) trains one step at a tiny size."""
 
 from __future__ import annotations
 
 import dataclasses
 import functools
+import itertools
 import json
 import re
 from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
-from implicit_slots.config import DataConfig, ExperimentConfig, SplitSizes, load_config, validate_config
-from implicit_slots.reproduce.experiments import CONFIG_ROOT, EXPERIMENTS, SCALES
+from implicit_slots.config import (
+    DataConfig,
+    ExperimentConfig,
+    SplitSizes,
+    config_to_dict,
+    load_config,
+    validate_config,
+)
+from implicit_slots.reproduce.experiments import CONFIG_ROOT, EXPERIMENTS, SCALES, config_names
 from implicit_slots.training.loop import train
 
-CPU_CONFIGS = sorted((CONFIG_ROOT / "cpu").glob("*.yaml"))
-PAPER_CONFIGS = sorted((CONFIG_ROOT / "paper").glob("*.yaml"))
+CPU_CONFIGS = [CONFIG_ROOT / "cpu" / f"{name}.yaml" for name in config_names("cpu")]
+PAPER_CONFIGS = [CONFIG_ROOT / "paper" / f"{name}.yaml" for name in config_names("paper")]
+BASES = sorted(CONFIG_ROOT.glob("*/_*.yaml"))
 # Real datasets of the paper scale -> the embedded dataset that stands in for them in this test.
 
 
@@ -47,10 +58,14 @@ def test_every_config_belongs_to_an_experiment_and_every_curve_has_a_file() -> N
     assert list(EXPERIMENTS) == ["fig3a", "fig3b", "table3", "fig5", "fig6", "fig7", "fig8"]
 
 
+def _header(path: Path) -> str:
+    return "\n".join(itertools.takewhile(lambda line: line.startswith("#"), path.read_text().splitlines()))
+
+
 @pytest.mark.parametrize("path", CPU_CONFIGS + PAPER_CONFIGS, ids=lambda p: f"{p.parent.name}/{p.stem}")
 def test_config_validates_and_cites_the_paper(path: Path) -> None:
     config = _load(path)
-    header = path.read_text().split("\nmodel:")[0]
+    header = _header(path)
     # The header names the figure / table it reproduces, and the figure matches the file name.
     match = re.match(r"(fig\d|table\d)", path.stem)
     assert match is not None
@@ -65,6 +80,132 @@ def test_config_validates_and_cites_the_paper(path: Path) -> None:
         assert config.data.name in ("clevr-mirror-lite", "clevr-lite", "sprites", "tetrominoes")
 
 
+@pytest.mark.parametrize("path", BASES, ids=lambda p: f"{p.parent.name}/{p.stem}")
+def test_base_files_validate_and_say_what_they_share(path: Path) -> None:
+    """A base is a complete config of its own (its implicit arm) with a header naming its experiments."""
+    _load(path)
+    header = _header(path)
+    assert re.search(r"(Fig\. \d|Table \d)", header) and "`base:`" in header, header
+    users = [p for p in path.parent.glob("*.yaml") if yaml.safe_load(p.read_text()).get("base") == path.name]
+    assert users, f"no config of {path.parent.name} names {path.name} as its base"
+
+
+def test_cpu_slate_claims_share_the_main_jobs_recipe_on_clevr_mirror_lite() -> None:
+    """The SLATE recipe of the CPU claims is the main job's, on clevr-mirror-lite at one thread."""
+    main_job = _flat(config_to_dict(_load(CONFIG_ROOT.parents[0] / "slate_clevr_lite.yaml")))
+    recipe = _flat(config_to_dict(_load(CONFIG_ROOT / "cpu" / "_base_slate.yaml")))
+    differing = {key for key in main_job.keys() | recipe.keys() if main_job.get(key) != recipe.get(key)}
+    # What differs: the dataset, the run length, one thread, and how often curves are logged.
+    allowed = {
+        "data.name",
+        "training.max_steps",
+        "training.num_threads",
+        "diagnostics.every",
+        "diagnostics.images_every",
+    }
+    assert differing <= allowed, sorted(differing - allowed)
+    assert recipe["data.name"] == "clevr-mirror-lite" and recipe["training.num_threads"] == 1
+
+
+def _flat(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in values.items():
+        if isinstance(value, dict) and value:
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+# What each factor of an arm's name may change in its resolved config (dotted keys, or prefixes ending in
+# ".").
+FACTOR_KEYS = {
+    "variant": ("model.slot_attention.variant",),
+    "iterations": ("model.slot_attention.num_iterations",),
+    "no_clip": ("training.grad_clip.norm",),
+    "no_warmup": ("training.optimizer.warmup_steps",),
+    "no_decay": ("training.lr_decay.",),
+}
+
+
+def _factors(experiment: str, name: str) -> dict[str, str]:
+    """The factors an arm's name states: variant, iteration count, ablated tricks, Table 3's dataset."""
+    variant = "vanilla" if "_vanilla" in name else "IN"
+    for short in ("IB", "BB", "BN"):
+        if name.endswith(f"_{short}"):
+            variant = short
+    iterations = re.search(r"_iter(\d+)", name)
+    factors = {
+        "variant": variant,
+        "iterations": iterations.group(1) if iterations else ("3" if experiment == "fig7" else "7"),
+        **{trick: str(f"_{trick}" in name) for trick in ("no_clip", "no_warmup", "no_decay")},
+    }
+    if experiment == "table3":
+        factors["dataset"] = name.split("_")[1]
+    return factors
+
+
+def _matches(key: str, patterns: tuple[str, ...]) -> bool:
+    return any(key == pattern or (pattern.endswith(".") and key.startswith(pattern)) for pattern in patterns)
+
+
+# Table 3 cells of different datasets have their own recipes: only cells of one dataset are compared.
+ARM_PAIRS = [
+    (scale, experiment.name, a.config, b.config)
+    for scale in SCALES
+    for experiment in EXPERIMENTS.values()
+    for a, b in itertools.combinations(experiment.curves, 2)
+    if _factors(experiment.name, a.config).get("dataset")
+    == _factors(experiment.name, b.config).get("dataset")
+]
+
+
+@pytest.mark.parametrize(("scale", "experiment", "first", "second"), ARM_PAIRS, ids=lambda v: str(v))
+def test_arms_differ_exactly_in_what_the_experiment_varies(
+    scale: str, experiment: str, first: str, second: str
+) -> None:
+    """Two arms of one experiment differ in the keys of the factors their names differ in, in every one of
+    those factors, and in nothing else (so a recipe cannot drift between arms)."""
+    factors_a, factors_b = _factors(experiment, first), _factors(experiment, second)
+    a = _flat(config_to_dict(_load(CONFIG_ROOT / scale / f"{first}.yaml")))
+    b = _flat(config_to_dict(_load(CONFIG_ROOT / scale / f"{second}.yaml")))
+    differing = {key for key in a.keys() | b.keys() if a.get(key) != b.get(key)}
+    varied = [factor for factor in FACTOR_KEYS if factors_a[factor] != factors_b[factor]]
+    allowed = tuple(pattern for factor in varied for pattern in FACTOR_KEYS[factor])
+    assert {key for key in differing if not _matches(key, allowed)} == set(), (varied, sorted(differing))
+    for factor in varied:
+        assert any(_matches(key, FACTOR_KEYS[factor]) for key in differing), (factor, sorted(differing))
+    if not varied:  # the same experiment under two names (e.g. Fig. 6b and 6c's implicit 7 iterations)
+        assert differing == set()
+
+
+SLATE_RECIPE_ARMS = [
+    (scale, name)
+    for scale in SCALES
+    for name in config_names(scale)
+    if yaml.safe_load((CONFIG_ROOT / scale / f"{name}.yaml").read_text()).get("base") == "_base_slate.yaml"
+]
+
+
+@pytest.mark.parametrize(("scale", "name"), SLATE_RECIPE_ARMS, ids=lambda value: str(value))
+def test_slate_arms_differ_from_their_shared_recipe_only_in_their_factors(scale: str, name: str) -> None:
+    """Across experiments too: an arm built on ``_base_slate.yaml`` (the implicit IN arm, 7 iterations,
+    all tricks) differs from it only in what its name states, so e.g. Fig. 3b's BB and Fig. 5's arms
+    share one recipe."""
+    experiment = re.match(r"(fig\d|table\d)", name)
+    assert experiment is not None
+    factors = _factors(experiment.group(1), name)
+    reference = _factors("", "base")
+    varied = [factor for factor in FACTOR_KEYS if factors[factor] != reference[factor]]
+    allowed = tuple(pattern for factor in varied for pattern in FACTOR_KEYS[factor])
+    if factors.get("dataset", "clevr") != "clevr":
+        allowed += ("data.",)
+    base = _flat(config_to_dict(_load(CONFIG_ROOT / scale / "_base_slate.yaml")))
+    arm = _flat(config_to_dict(_load(CONFIG_ROOT / scale / f"{name}.yaml")))
+    differing = {key for key in base.keys() | arm.keys() if base.get(key) != arm.get(key)}
+    assert {key for key in differing if not _matches(key, allowed)} == set(), (varied, sorted(differing))
+
+
 def _variant(config: ExperimentConfig) -> tuple[str, int]:
     sa = config.model.config.slot_attention
     return sa.variant, sa.num_iterations
@@ -73,7 +214,7 @@ def _variant(config: ExperimentConfig) -> tuple[str, int]:
 def test_config_names_match_their_settings() -> None:
     """The variant / iterations / ablated trick in a file name is what the file sets."""
     for scale in SCALES:
-        for path in sorted((CONFIG_ROOT / scale).glob("*.yaml")):
+        for path in [CONFIG_ROOT / scale / f"{name}.yaml" for name in config_names(scale)]:
             config = _load(path)
             variant, iterations = _variant(config)
             name = path.stem

@@ -17,8 +17,7 @@ from pathlib import Path
 
 from implicit_slots.cli import CommandError
 
-REPO_ROOT = Path(__file__).resolve().parents[3]
-DEFAULT_CONFIG = REPO_ROOT / "configs" / "slate_clevr_lite.yaml"
+DEFAULT_CONFIG_NAME = "slate_clevr_lite.yaml"  # in the package's configs folder (config.CONFIGS_DIR)
 KEY_METRICS = (
     "mse_autoregressive",
     "mse_autoregressive_sampled",
@@ -39,7 +38,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help="experiment YAML")
+    parser.add_argument(
+        "--config",
+        type=Path,
+        default=None,
+        help=f"experiment YAML (default: the packaged configs/{DEFAULT_CONFIG_NAME})",
+    )
     parser.add_argument("--run-dir", type=Path, default=Path("runs/main-job"), help="run folder")
     parser.add_argument("--eval-images", type=int, default=64, help="test images to evaluate")
     parser.add_argument("--fid-weights", type=Path, default=None, help="FID Inception weights file")
@@ -48,7 +52,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from implicit_slots.config import ConfigError, load_config
+    from implicit_slots.config import CONFIGS_DIR, ConfigError, load_config
     from implicit_slots.evaluation.runner import EvaluationRunError, evaluate_run
     from implicit_slots.training.checkpoint import load_checkpoint
     from implicit_slots.training.loop import (
@@ -59,10 +63,11 @@ def run(args: argparse.Namespace) -> int:
         train,
     )
 
-    if not args.config.is_file():
-        raise CommandError(f"config file {str(args.config)!r} does not exist")
+    config_path: Path = args.config if args.config is not None else CONFIGS_DIR / DEFAULT_CONFIG_NAME
+    if not config_path.is_file():
+        raise CommandError(f"config file {str(config_path)!r} does not exist")
     try:
-        config = load_config(args.config, args.overrides)
+        config = load_config(config_path, args.overrides)
     except ConfigError as error:
         raise CommandError(str(error)) from error
     run_dir: Path = args.run_dir

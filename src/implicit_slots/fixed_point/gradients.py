@@ -39,6 +39,13 @@ def _finish(f: FixedPointMap, fixed_point: Tensor, forward: SolverStats, compute
     return Solution(fixed_point, absolute, relative, forward)
 
 
+# The IFT backward solver's budget and tolerance, one default for every layer that exposes them (``solve``,
+# ``get_gradient``, ``SlotAttention``, ``SlotAttentionConfig``): the paper's Broyden runs at most 7 steps
+# forward and backward (§5.2). Callers that want a converged adjoint on a generic problem pass more.
+DEFAULT_BACKWARD_MAX_ITERATIONS = 7
+DEFAULT_BACKWARD_TOLERANCE = 1e-6
+
+
 class GradientEstimator(abc.ABC):
     """Base class: ``estimator(f, z0, forward_solver) -> Solution``."""
 
@@ -125,8 +132,8 @@ class ImplicitGradient(GradientEstimator):
     def __init__(
         self,
         backward_solver: str | ForwardSolver = "broyden",
-        max_iterations: int = 30,
-        tolerance: float = 1e-6,
+        max_iterations: int = DEFAULT_BACKWARD_MAX_ITERATIONS,
+        tolerance: float = DEFAULT_BACKWARD_TOLERANCE,
     ) -> None:
         self.backward_solver = get_solver(backward_solver, max_iterations, tolerance)
 
@@ -189,8 +196,8 @@ def get_gradient(
     *,
     neumann_order: int = 1,
     backward_solver: str | ForwardSolver = "broyden",
-    backward_max_iterations: int = 30,
-    backward_tolerance: float = 1e-6,
+    backward_max_iterations: int = DEFAULT_BACKWARD_MAX_ITERATIONS,
+    backward_tolerance: float = DEFAULT_BACKWARD_TOLERANCE,
 ) -> GradientEstimator:
     """Build a gradient estimator by name (or pass an instance through unchanged).
 

@@ -4,7 +4,12 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from implicit_slots.fixed_point.gradients import GradientEstimator, get_gradient
+from implicit_slots.fixed_point.gradients import (
+    DEFAULT_BACKWARD_MAX_ITERATIONS,
+    DEFAULT_BACKWARD_TOLERANCE,
+    GradientEstimator,
+    get_gradient,
+)
 from implicit_slots.fixed_point.solvers import ForwardSolver, ReturnIterate, StopMode, get_solver
 from implicit_slots.fixed_point.types import FixedPointMap, Solution
 
@@ -19,8 +24,8 @@ def solve(
     tolerance: float = 1e-4,
     neumann_order: int = 1,
     backward_solver: str | ForwardSolver = "broyden",
-    backward_max_iterations: int = 30,
-    backward_tolerance: float = 1e-6,
+    backward_max_iterations: int = DEFAULT_BACKWARD_MAX_ITERATIONS,
+    backward_tolerance: float = DEFAULT_BACKWARD_TOLERANCE,
     return_iterate: ReturnIterate = "last",
     stop_mode: StopMode = "relative",
     compute_residual: bool = True,

@@ -10,9 +10,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from implicit_slots.config import CONFIGS_DIR
+
 SCALES: tuple[str, ...] = ("cpu", "paper")
-REPO_ROOT = Path(__file__).resolve().parents[3]
-CONFIG_ROOT = REPO_ROOT / "configs" / "paper"
+# Package data (``implicit_slots/configs/paper``), so ``reproduce`` finds its configs when installed.
+CONFIG_ROOT = CONFIGS_DIR / "paper"
 NOT_REPORTED = "not reported"
 
 
@@ -122,6 +124,17 @@ def config_path(config: str, scale: str) -> Path:
     if scale not in SCALES:
         raise ValueError(f"unknown scale {scale!r}; valid scales: {list(SCALES)}")
     return CONFIG_ROOT / scale / f"{config}.yaml"
+
+
+def config_names(scale: str) -> list[str]:
+    """The config names of ``scale`` (sorted), without the shared bases (``_base*.yaml``) they build on.
+
+    Raises:
+        ValueError: an unknown scale (listing the scales).
+    """
+    if scale not in SCALES:
+        raise ValueError(f"unknown scale {scale!r}; valid scales: {list(SCALES)}")
+    return sorted(path.stem for path in (CONFIG_ROOT / scale).glob("*.yaml") if not path.name.startswith("_"))
 
 
 # Evaluation sizes: the CPU scale evaluates a fixed subset (autoregressive generation is the slow part of

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from implicit_slots.slot_attention.module import SlotAttention
+from implicit_slots.fixed_point import VARIANTS
+from implicit_slots.fixed_point.gradients import DEFAULT_BACKWARD_MAX_ITERATIONS, DEFAULT_BACKWARD_TOLERANCE
+from implicit_slots.slot_attention.module import SLOT_INITIALIZATIONS, SlotAttention
 
 
 @dataclass
@@ -27,11 +29,34 @@ class SlotAttentionConfig:
     tolerance: float = 0.0
     neumann_order: int = 1
     backward_solver: str | None = None
-    backward_max_iterations: int = 7
-    backward_tolerance: float = 1e-6
+    backward_max_iterations: int = DEFAULT_BACKWARD_MAX_ITERATIONS
+    backward_tolerance: float = DEFAULT_BACKWARD_TOLERANCE
     return_iterate: str | None = None
     epsilon: float = 1e-8
     initialization: str = "gaussian"
+
+    def validate(self, key: str = "model.slot_attention") -> None:
+        """Raise ``ValueError`` naming the dotted key (``key`` + field) of a value out of range.
+
+        Solver and estimator names are checked by their registries when the module is built.
+        """
+        for name in ("num_slots", "slot_dim", "mlp_hidden_dim", "num_heads", "num_iterations"):
+            _check_positive(getattr(self, name), f"{key}.{name}")
+        _check_positive(self.neumann_order, f"{key}.neumann_order")
+        _check_positive(self.backward_max_iterations, f"{key}.backward_max_iterations")
+        if self.variant not in VARIANTS:
+            raise ValueError(f"{key}.variant: unknown variant {self.variant!r}; valid: {list(VARIANTS)}")
+        if self.initialization not in SLOT_INITIALIZATIONS:
+            valid = list(SLOT_INITIALIZATIONS)
+            raise ValueError(f"{key}.initialization: invalid value {self.initialization!r}; valid: {valid}")
+        for name in ("tolerance", "backward_tolerance", "epsilon"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{key}.{name} must be >= 0, got {getattr(self, name)!r}")
+
+
+def _check_positive(value: object, key: str) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+        raise ValueError(f"{key} must be a positive integer, got {value!r}")
 
 
 def build_slot_attention(input_dim: int, config: SlotAttentionConfig) -> SlotAttention:

@@ -16,6 +16,7 @@ from implicit_slots.fixed_point import (
     get_solver,
     get_variant,
 )
+from implicit_slots.fixed_point.gradients import DEFAULT_BACKWARD_MAX_ITERATIONS, DEFAULT_BACKWARD_TOLERANCE
 from implicit_slots.slot_attention.cell import SlotAttentionCell, xavier_linear
 
 
@@ -120,7 +121,7 @@ class SlotAttention(nn.Module):
         tolerance: forward early-stopping tolerance on the relative residual (0: fixed iteration count).
         neumann_order: k for the Neumann estimator.
         backward_solver: backward solver of the IFT estimator (overrides the variant's).
-        backward_max_iterations: its iteration budget (paper: 7 for Broyden).
+        backward_max_iterations: its iteration budget (default: the paper's 7 for Broyden).
         backward_tolerance: its tolerance.
         return_iterate: "last" or "best" iterate of the forward solver (default: "best" for Broyden /
             Anderson as DEQ, "last" for plain iteration).
@@ -145,8 +146,8 @@ class SlotAttention(nn.Module):
         tolerance: float = 0.0,
         neumann_order: int = 1,
         backward_solver: str | None = None,
-        backward_max_iterations: int = 7,
-        backward_tolerance: float = 1e-6,
+        backward_max_iterations: int = DEFAULT_BACKWARD_MAX_ITERATIONS,
+        backward_tolerance: float = DEFAULT_BACKWARD_TOLERANCE,
         return_iterate: str | None = None,
         epsilon: float = 1e-8,
         initialization: str = "gaussian",

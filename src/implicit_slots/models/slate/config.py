@@ -54,28 +54,33 @@ class SlateConfig:
     scheduled_sampling: float = 0.0
     slot_attention: SlotAttentionConfig = field(default_factory=_slate_slot_attention)
 
+    def validate(self) -> None:
+        """Raise ``ValueError`` naming the ``model.`` key of a value out of range (``load_config`` calls
+        this; :func:`build_slate` does not check again)."""
+        for name in (
+            "image_size",
+            "vocab_size",
+            "dvae_hidden_channels",
+            "d_model",
+            "num_heads",
+            "num_decoder_blocks",
+        ):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value <= 0:
+                raise ValueError(f"model.{name} must be a positive integer, got {value!r}")
+        for name in ("dropout", "attention_dropout", "token_dropout"):
+            value = getattr(self, name)
+            if not 0.0 <= value < 1.0:
+                raise ValueError(f"model.{name} must be in [0, 1), got {value!r}")
+        if not 0.0 <= self.scheduled_sampling <= 1.0:
+            raise ValueError(f"model.scheduled_sampling must be in [0, 1], got {self.scheduled_sampling!r}")
+        if self.gumbel_temperature <= 0:
+            raise ValueError(f"model.gumbel_temperature must be > 0, got {self.gumbel_temperature!r}")
+        self.slot_attention.validate("model.slot_attention")
+
 
 def build_slate(config: SlateConfig) -> Slate:
-    """Build a :class:`Slate` model from its config."""
-    for name in (
-        "image_size",
-        "vocab_size",
-        "dvae_hidden_channels",
-        "d_model",
-        "num_heads",
-        "num_decoder_blocks",
-    ):
-        value = getattr(config, name)
-        if not isinstance(value, int) or value <= 0:
-            raise ValueError(f"model.{name} must be a positive integer, got {value!r}")
-    for name in ("dropout", "attention_dropout", "token_dropout"):
-        value = getattr(config, name)
-        if not 0.0 <= value < 1.0:
-            raise ValueError(f"model.{name} must be in [0, 1), got {value!r}")
-    if not 0.0 <= config.scheduled_sampling <= 1.0:
-        raise ValueError(f"model.scheduled_sampling must be in [0, 1], got {config.scheduled_sampling!r}")
-    if config.gumbel_temperature <= 0:
-        raise ValueError(f"model.gumbel_temperature must be > 0, got {config.gumbel_temperature!r}")
+    """Build a :class:`Slate` model from its (validated, see :meth:`SlateConfig.validate`) config."""
     return Slate(
         image_size=config.image_size,
         slot_attention=build_slot_attention(config.d_model, config.slot_attention),

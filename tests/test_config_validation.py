@@ -1,0 +1,115 @@
+"""Validation lives with the schema: each section checks itself, validators never edit, one default per
+setting."""
+
+from __future__ import annotations
+
+import copy
+import inspect
+from pathlib import Path
+
+import pytest
+
+from implicit_slots.config import (
+    ConfigError,
+    DataConfig,
+    DiagnosticsConfig,
+    GradClipConfig,
+    LRDecayConfig,
+    OptimizerConfig,
+    ParamGroupConfig,
+    TrainingConfig,
+    ValidationConfig,
+    load_config,
+)
+from implicit_slots.fixed_point import solve
+from implicit_slots.fixed_point.gradients import (
+    DEFAULT_BACKWARD_MAX_ITERATIONS,
+    ImplicitGradient,
+    get_gradient,
+)
+from implicit_slots.models.slate import SlateConfig
+from implicit_slots.slot_attention import SlotAttentionConfig
+from implicit_slots.slot_attention.module import SlotAttention
+
+MAIN_JOB = Path(__file__).resolve().parents[1] / "configs" / "slate_clevr_lite.yaml"
+
+
+@pytest.mark.parametrize(
+    ("section", "key"),
+    [
+        (DataConfig(name="sprites", image_size=0), "data.image_size"),
+        (OptimizerConfig(betas=[0.9]), "training.optimizer.betas"),
+        (OptimizerConfig(groups={"dvae": ParamGroupConfig(lr=-1.0)}), "training.optimizer.groups.dvae.lr"),
+        (GradClipConfig(norm="l2", max_norm=0.0), "training.grad_clip.max_norm"),
+        (LRDecayConfig(kind="exponential", half_life=0), "training.lr_decay.half_life"),
+        (ValidationConfig(num_batches=0), "training.validation.num_batches"),
+        (TrainingConfig(batch_size=0), "training.batch_size"),
+        (TrainingConfig(lr_decay=LRDecayConfig(kind="plateau")), "training.validation.every"),
+        (DiagnosticsConfig(jacobian_iterations=0), "diagnostics.jacobian_iterations"),
+    ],
+    ids=lambda value: value if isinstance(value, str) else type(value).__name__,
+)
+def test_each_section_checks_itself_and_names_the_key(section: object, key: str) -> None:
+    with pytest.raises(ConfigError, match=rf"^where: key '{key}': "):
+        section.validate("where")  # type: ignore[attr-defined]
+
+
+def test_validators_never_edit() -> None:
+    config = load_config(MAIN_JOB)
+    before = copy.deepcopy(config)
+    config.validate("main job")
+    assert config == before
+    # "none" is normalised while loading (an explicit step), never by a validator.
+    with pytest.raises(ConfigError, match=r"key 'training.grad_clip.norm': invalid value 'none'"):
+        GradClipConfig(norm="none").validate("python")
+    loaded = load_config(MAIN_JOB, ["training.grad_clip.norm=none", "training.lr_decay.kind=none"])
+    assert loaded.training.grad_clip.norm is None and loaded.training.lr_decay.kind is None
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("model.vocab_size=0", r"model\.vocab_size must be a positive integer, got 0"),
+        ("model.dropout=1.0", r"model\.dropout must be in \[0, 1\), got 1\.0"),
+        (
+            "model.slot_attention.num_iterations=0",
+            r"model\.slot_attention\.num_iterations must be a positive",
+        ),
+        ("model.slot_attention.variant=XY", r"model\.slot_attention\.variant: unknown variant 'XY'; valid:"),
+    ],
+)
+def test_model_section_is_checked_when_loading(override: str, message: str) -> None:
+    """Model ranges are the model config's own rule, reported by ``load_config`` with the file."""
+    with pytest.raises(ConfigError, match=rf"slate_clevr_lite\.yaml \+ overrides: ({message})"):
+        load_config(MAIN_JOB, [override])
+
+
+def test_model_configs_validate_themselves() -> None:
+    SlateConfig().validate()
+    with pytest.raises(ValueError, match=r"model\.slot_attention\.slot_dim must be a positive integer"):
+        SlotAttentionConfig(slot_dim=0).validate()
+    with pytest.raises(ValueError, match=r"model\.slot_attention\.initialization: invalid value 'zeros'"):
+        SlateConfig(slot_attention=SlotAttentionConfig(initialization="zeros")).validate()
+
+
+def _default(function: object, name: str) -> object:
+    return inspect.signature(function).parameters[name].default  # type: ignore[arg-type]
+
+
+def test_one_default_for_the_backward_solver_budget() -> None:
+    defaults = {
+        "SlotAttentionConfig": SlotAttentionConfig().backward_max_iterations,
+        "SlotAttention": _default(SlotAttention.__init__, "backward_max_iterations"),
+        "solve": _default(solve, "backward_max_iterations"),
+        "get_gradient": _default(get_gradient, "backward_max_iterations"),
+        "ImplicitGradient": _default(ImplicitGradient.__init__, "max_iterations"),
+    }
+    assert set(defaults.values()) == {DEFAULT_BACKWARD_MAX_ITERATIONS}, defaults
+    tolerances = {
+        SlotAttentionConfig().backward_tolerance,
+        _default(SlotAttention.__init__, "backward_tolerance"),
+        _default(solve, "backward_tolerance"),
+        _default(get_gradient, "backward_tolerance"),
+        _default(ImplicitGradient.__init__, "tolerance"),
+    }
+    assert len(tolerances) == 1, tolerances
