@@ -351,8 +351,114 @@ def _train(
     command: str | None,
     ctx: DistributedContext,
 ) -> TrainResult:
-    t, diag = config.training, config.diagnostics
-    device = ctx.device
+    """The algorithm: set up (or resume), then step, report and checkpoint until ``max_steps``."""
+    run = _set_up(config, run_dir, resume, dataset_factory, command, ctx)
+    with _StopRequest() as stop, contextlib.closing(run.logger):
+        while run.counters.step < config.training.max_steps:
+            step = _training_step(run, stop)  # schedules, batch, forward, loss, backward, clip, update
+            _report(run, step)  # log, validate, images when due
+            _stop_if_diverged(run)
+            if step.stop or _due(run.counters.step, config.training.checkpoint_every):
+                _write_checkpoint(run)
+            if step.stop:
+                run.interrupted = True
+                run.logger.message(
+                    f"interrupted at step {run.counters.step}: checkpoint written to {run.checkpoint_path}"
+                )
+                break
+        if run.last_checkpoint_step != run.counters.step:
+            _write_checkpoint(run)
+    return _finish(run, stop)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Set-up
+# ---------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Counters:
+    """What advances from step to step besides the model and optimizer (saved in every checkpoint).
+
+    Attributes:
+        step: updates attempted so far (skipped ones included).
+        consecutive_bad: NaN/Inf steps in a row up to now.
+        total_bad: NaN/Inf steps over the whole run.
+    """
+
+    step: int = 0
+    consecutive_bad: int = 0
+    total_bad: int = 0
+
+
+@dataclass
+class _Run:
+    """Everything one training run holds between steps.
+
+    Attributes:
+        config: the experiment config.
+        ctx: this process's place in the (possibly distributed) job.
+        run_dir: the run folder.
+        checkpoint_path: ``run_dir / CHECKPOINT_NAME``.
+        model: the model (unwrapped).
+        ddp_model: the module called for the training forward (``model`` itself, or its DDP wrapper).
+        optimizer: the optimizer, one group per model parameter group.
+        groups: parameter group name -> trainable parameters.
+        lr_schedule: learning rate of each group at each step.
+        plateau: the plateau decay rule's state (None unless ``lr_decay.kind`` is ``plateau``).
+        stream: the training batches, with a checkpointable position.
+        val_set: the validation split (None when validation is off).
+        logger: metrics / TensorBoard / console writer (disabled on ranks > 0).
+        counters: step and skipped-step counters.
+        ddp_outputs: under DDP, the model's own output of the last forward (see :func:`_wrap_for_ddp`).
+        last_checkpoint_step: step of the last checkpoint written or resumed from (-1: none).
+        last_loss: loss of the last logged step.
+        last_validation_loss: the last validation loss.
+        interrupted: the run stopped on a signal before ``max_steps``.
+    """
+
+    config: ExperimentConfig
+    ctx: DistributedContext
+    run_dir: Path
+    checkpoint_path: Path
+    model: ObjectCentricModel
+    ddp_model: nn.Module
+    optimizer: torch.optim.Optimizer
+    groups: dict[str, list[nn.Parameter]]
+    lr_schedule: LearningRateSchedule
+    plateau: PlateauState | None
+    stream: BatchStream
+    val_set: Any
+    logger: RunLogger
+    counters: _Counters
+    ddp_outputs: list[Any]
+    last_checkpoint_step: int
+    last_loss: float | None = None
+    last_validation_loss: float | None = None
+    interrupted: bool = False
+
+    @property
+    def params(self) -> list[nn.Parameter]:
+        """Every trainable parameter, group by group."""
+        return [p for group in self.groups.values() for p in group]
+
+    def autocast(self) -> contextlib.AbstractContextManager[Any]:
+        """bf16 autocast when ``training.precision`` is ``bf16``, else a no-op."""
+        bf16 = self.config.training.precision == "bf16"
+        return torch.autocast(self.ctx.device.type, dtype=torch.bfloat16, enabled=bf16)
+
+
+def _set_up(
+    config: ExperimentConfig,
+    run_dir: Path,
+    resume: bool,
+    dataset_factory: DatasetFactory | None,
+    command: str | None,
+    ctx: DistributedContext,
+) -> _Run:
+    """Check the run folder, build model, optimizer, schedules and data, restore a checkpoint if resuming,
+    write config.yaml and open the logger."""
+    t = config.training
     if t.num_threads is not None:
         torch.set_num_threads(t.num_threads)
     if t.batch_size % ctx.world_size != 0:
@@ -360,30 +466,12 @@ def _train(
             f"key 'training.batch_size': {t.batch_size} is not divisible by the {ctx.world_size} processes"
         )
     checkpoint_path = run_dir / CHECKPOINT_NAME
-    checkpoint: dict[str, Any] | None = None
-    if resume:
-        if not checkpoint_path.is_file():
-            raise TrainingSetupError(f"cannot resume: no checkpoint at {str(checkpoint_path)!r}")
-        try:
-            checkpoint = load_checkpoint(checkpoint_path, map_location=device)
-        except ValueError as error:
-            raise TrainingSetupError(f"cannot resume: {error}") from error
-    elif checkpoint_path.exists():
-        raise TrainingSetupError(
-            f"run folder {str(run_dir)!r} already holds a run ({CHECKPOINT_NAME}); "
-            "continue it with --resume or choose another --run-dir"
-        )
+    checkpoint = _checkpoint_to_resume(run_dir, resume, ctx.device)
 
-    # ---- model, optimizer, schedules (parameters start identical on every rank) ----
-    seed_everything(t.seed)
-    model = build_model(config).to(device)
+    seed_everything(t.seed)  # parameters start identical on every rank
+    model = build_model(config).to(ctx.device)
     optimizer, groups = _build_optimizer(model, t.optimizer)
-    unknown = sorted(set(t.hyperparameter_schedules) - set(model.hyperparameter_names()))
-    if unknown:
-        raise TrainingSetupError(
-            f"key 'training.hyperparameter_schedules.{unknown[0]}': model {config.model.name!r} has no "
-            f"scheduled hyperparameter {unknown[0]!r}; valid: {list(model.hyperparameter_names())}"
-        )
+    _check_hyperparameter_schedules(model, config)
     plateau = (
         PlateauState(t.lr_decay.patience, t.lr_decay.factor, t.lr_decay.min_delta)
         if t.lr_decay.kind == "plateau"
@@ -397,9 +485,85 @@ def _train(
         decay_start_step=t.lr_decay.start_step,
         plateau=plateau,
     )
-    params = [p for group in groups.values() for p in group]
+    train_set, val_set, order = _build_data(config, dataset_factory, ctx)
 
-    # ---- data ----
+    counters, sampler_state, reseeded_message = _Counters(), SamplerState(), None
+    if checkpoint is not None:
+        counters, sampler_state, reseeded_message = _restore(
+            checkpoint, checkpoint_path, model, optimizer, plateau, order, config, ctx
+        )
+    else:
+        seed_everything(t.seed + RANK_SEED_STRIDE * ctx.rank)
+    stream = BatchStream(
+        train_set,
+        order,
+        sampler_state,
+        num_workers=config.data.num_workers,
+        worker_seed=hash((t.seed, ctx.rank, sampler_state.epoch, sampler_state.position)) % 2**62,
+    )
+    ddp_outputs: list[Any] = [None]
+    ddp_model = _wrap_for_ddp(model, config, ctx, ddp_outputs)
+
+    if ctx.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        save_config(replace(config, provenance=_provenance(command)), run_dir / "config.yaml")
+    logger = RunLogger(run_dir, counters.step, t.max_steps, resumed=resume, enabled=ctx.is_main)
+    if reseeded_message is not None:
+        logger.message(reseeded_message)
+    model.train()
+    return _Run(
+        config=config,
+        ctx=ctx,
+        run_dir=run_dir,
+        checkpoint_path=checkpoint_path,
+        model=model,
+        ddp_model=ddp_model,
+        optimizer=optimizer,
+        groups=groups,
+        lr_schedule=lr_schedule,
+        plateau=plateau,
+        stream=stream,
+        val_set=val_set,
+        logger=logger,
+        counters=counters,
+        ddp_outputs=ddp_outputs,
+        last_checkpoint_step=counters.step if resume else -1,
+    )
+
+
+def _checkpoint_to_resume(run_dir: Path, resume: bool, device: torch.device) -> dict[str, Any] | None:
+    """The checkpoint to continue from (``resume``), or None for a fresh run into a folder without one."""
+    checkpoint_path = run_dir / CHECKPOINT_NAME
+    if not resume:
+        if checkpoint_path.exists():
+            raise TrainingSetupError(
+                f"run folder {str(run_dir)!r} already holds a run ({CHECKPOINT_NAME}); "
+                "continue it with --resume or choose another --run-dir"
+            )
+        return None
+    if not checkpoint_path.is_file():
+        raise TrainingSetupError(f"cannot resume: no checkpoint at {str(checkpoint_path)!r}")
+    try:
+        return load_checkpoint(checkpoint_path, map_location=device)
+    except ValueError as error:
+        raise TrainingSetupError(f"cannot resume: {error}") from error
+
+
+def _check_hyperparameter_schedules(model: ObjectCentricModel, config: ExperimentConfig) -> None:
+    """Every scheduled hyperparameter is one the model has."""
+    unknown = sorted(set(config.training.hyperparameter_schedules) - set(model.hyperparameter_names()))
+    if unknown:
+        raise TrainingSetupError(
+            f"key 'training.hyperparameter_schedules.{unknown[0]}': model {config.model.name!r} has no "
+            f"scheduled hyperparameter {unknown[0]!r}; valid: {list(model.hyperparameter_names())}"
+        )
+
+
+def _build_data(
+    config: ExperimentConfig, dataset_factory: DatasetFactory | None, ctx: DistributedContext
+) -> tuple[Any, Any, ShardedEpochOrder]:
+    """(training split, validation split or None, this rank's sample order)."""
+    t = config.training
     factory = dataset_factory if dataset_factory is not None else data_module.build_dataset_split
     try:
         train_set = factory(config.data, "train")
@@ -417,214 +581,280 @@ def _train(
         )
     except ValueError as error:
         raise TrainingSetupError(str(error)) from error
+    return train_set, val_set, order
 
-    # ---- state: fresh or restored ----
-    step, sampler_state, consecutive_bad, total_bad = 0, SamplerState(), 0, 0
-    reseeded_message: str | None = None
-    if checkpoint is not None:
-        try:
-            load_model_state(model, checkpoint["model"], checkpoint_path)
-        except ValueError as error:
-            raise TrainingSetupError(f"cannot resume: {error}") from error
-        optimizer.load_state_dict(checkpoint["optimizer"])
-        if plateau is not None and checkpoint.get("plateau") is not None:
-            plateau.load_state_dict(checkpoint["plateau"])
-        step = int(checkpoint["step"])
-        # Stored globally (samples of the epoch consumed by all ranks), so a run resumed with another
-        # number of processes continues the same global order.
-        per_rank = checkpoint["data"]["position"] // ctx.world_size
-        per_rank -= per_rank % order.batch_size
-        sampler_state = SamplerState(checkpoint["data"]["epoch"], per_rank)
-        if per_rank + order.batch_size > order.batches_per_epoch * order.batch_size:
-            sampler_state = SamplerState(sampler_state.epoch + 1, 0)
-        consecutive_bad = int(checkpoint["bad_steps"]["consecutive"])
-        total_bad = int(checkpoint["bad_steps"]["total"])
-        if len(checkpoint["rng"]) == ctx.world_size:
-            restore_rng_state(checkpoint["rng"][ctx.rank], device)
-        else:  # another number of processes: the sample order is kept, per-rank randomness cannot be
-            seed_everything(t.seed + RANK_SEED_STRIDE * ctx.rank + step)
-            reseeded_message = (
-                f"resuming a {len(checkpoint['rng'])}-process run with {ctx.world_size} process(es): same "
-                "sample order, fresh random streams (not bit-identical to the original run)"
-            )
-    else:
-        seed_everything(t.seed + RANK_SEED_STRIDE * ctx.rank)
-    stream = BatchStream(
-        train_set,
-        order,
-        sampler_state,
-        num_workers=config.data.num_workers,
-        worker_seed=hash((t.seed, ctx.rank, sampler_state.epoch, sampler_state.position)) % 2**62,
+
+def _restore(
+    checkpoint: dict[str, Any],
+    checkpoint_path: Path,
+    model: ObjectCentricModel,
+    optimizer: torch.optim.Optimizer,
+    plateau: PlateauState | None,
+    order: ShardedEpochOrder,
+    config: ExperimentConfig,
+    ctx: DistributedContext,
+) -> tuple[_Counters, SamplerState, str | None]:
+    """Load model, optimizer and plateau state and the RNG; (counters, sample position, warning or None)."""
+    try:
+        load_model_state(model, checkpoint["model"], checkpoint_path)
+    except ValueError as error:
+        raise TrainingSetupError(f"cannot resume: {error}") from error
+    optimizer.load_state_dict(checkpoint["optimizer"])
+    if plateau is not None and checkpoint.get("plateau") is not None:
+        plateau.load_state_dict(checkpoint["plateau"])
+    step = int(checkpoint["step"])
+    # Stored globally (samples of the epoch consumed by all ranks), so a run resumed with another
+    # number of processes continues the same global order.
+    per_rank = checkpoint["data"]["position"] // ctx.world_size
+    per_rank -= per_rank % order.batch_size
+    sampler_state = SamplerState(checkpoint["data"]["epoch"], per_rank)
+    if per_rank + order.batch_size > order.batches_per_epoch * order.batch_size:
+        sampler_state = SamplerState(sampler_state.epoch + 1, 0)
+    counters = _Counters(
+        step, int(checkpoint["bad_steps"]["consecutive"]), int(checkpoint["bad_steps"]["total"])
     )
-    ddp_model: nn.Module = model
-    # DDP rebuilds the model's output from its pytree; what the gradient estimators fill in during
-    # backward (the IFT's backward solver statistics) lands on the model's own output, kept here.
-    unwrapped_output: list[Any] = [None]
-    if ctx.distributed:
+    if len(checkpoint["rng"]) == ctx.world_size:
+        restore_rng_state(checkpoint["rng"][ctx.rank], ctx.device)
+        return counters, sampler_state, None
+    # Another number of processes: the sample order is kept, per-rank randomness cannot be.
+    seed_everything(config.training.seed + RANK_SEED_STRIDE * ctx.rank + step)
+    message = (
+        f"resuming a {len(checkpoint['rng'])}-process run with {ctx.world_size} process(es): same "
+        "sample order, fresh random streams (not bit-identical to the original run)"
+    )
+    return counters, sampler_state, message
 
-        def keep_output(module: nn.Module, inputs: Any, output: Any) -> None:
-            register_output_pytrees(output)
-            unwrapped_output[0] = output
 
-        model.register_forward_hook(keep_output)
-        ddp_model = DistributedDataParallel(
-            model,
-            device_ids=[device.index] if device.type == "cuda" else None,
-            find_unused_parameters=t.ddp_find_unused_parameters,
-        )
+def _wrap_for_ddp(
+    model: ObjectCentricModel, config: ExperimentConfig, ctx: DistributedContext, outputs: list[Any]
+) -> nn.Module:
+    """``model`` itself, or under DDP its DistributedDataParallel wrapper.
 
-    # ---- run folder ----
-    if ctx.is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        save_config(replace(config, provenance=_provenance(command)), run_dir / "config.yaml")
-    logger = RunLogger(run_dir, step, t.max_steps, resumed=resume, enabled=ctx.is_main)
-    if reseeded_message is not None:
-        logger.message(reseeded_message)
+    DDP rebuilds the model's output from its pytree; what the gradient estimators fill in during backward
+    (the IFT's backward solver statistics) lands on the model's own output, kept in ``outputs[0]``.
+    """
+    if not ctx.distributed:
+        return model
 
-    bf16 = t.precision == "bf16"
+    def keep_output(module: nn.Module, inputs: Any, output: Any) -> None:
+        register_output_pytrees(output)
+        outputs[0] = output
 
-    def autocast() -> contextlib.AbstractContextManager[Any]:
-        return torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16)
+    model.register_forward_hook(keep_output)
+    return DistributedDataParallel(
+        model,
+        device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None,
+        find_unused_parameters=config.training.ddp_find_unused_parameters,
+    )
 
-    def write_checkpoint() -> Path | None:
-        # Every rank contributes its RNG state (a collective), rank 0 writes.
-        rng_states = ctx.all_gather_object(capture_rng_state(device))
-        if not ctx.is_main:
-            return None
-        state = {
-            "format_version": CHECKPOINT_FORMAT_VERSION,
-            "step": step,
-            "world_size": ctx.world_size,
-            "model": model.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "plateau": plateau.state_dict() if plateau is not None else None,
-            "hyperparameters": hyperparameter_values(t.hyperparameter_schedules, step),
-            "data": {"epoch": stream.state.epoch, "position": stream.state.position * ctx.world_size},
-            "rng": rng_states,
-            "bad_steps": {"consecutive": consecutive_bad, "total": total_bad},
-            "config": config_to_dict(config),
-        }
-        return save_checkpoint_atomic(state, checkpoint_path)
 
-    last_loss: float | None = None
-    last_val: float | None = None
-    last_checkpoint_step = step if resume else -1
-    interrupted = False
-    model.train()
-    with _StopRequest() as stop:
-        try:
-            while step < t.max_steps:
-                # 1. schedules of this step
-                lrs = lr_schedule.learning_rates(step)
-                for group in optimizer.param_groups:
-                    group["lr"] = lrs[group["name"]]
-                hyperparameters = hyperparameter_values(t.hyperparameter_schedules, step)
-                if hyperparameters:
-                    model.set_hyperparameters(hyperparameters)
+# ---------------------------------------------------------------------------------------------------
+# One step
+# ---------------------------------------------------------------------------------------------------
 
-                # 2. forward, loss, backward
-                batch = _to_device(stream.next(), device)
-                with autocast():
-                    output = ddp_model(batch)
-                    losses = model.compute_loss(output, batch)
-                losses.loss.backward()
 
-                # 3. skip non-finite steps (agreed over ranks), else clip and update
-                grad_norm = total_gradient_norm(params).cpu()
-                record: dict[str, float] = {}
-                diagnostics_due = diag.every > 0 and (step + 1) % diag.every == 0
-                flags = torch.stack(
-                    [
-                        (~torch.isfinite(losses.loss.detach().float())).float().cpu(),
-                        (~torch.isfinite(grad_norm)).float().cpu(),
-                        torch.tensor(float(stop.signal is not None)),
-                    ]
-                )
-                flags = ctx.all_reduce_sum(flags)
-                bad_step, stop_now = bool(flags[0] + flags[1] > 0), bool(flags[2] > 0)
-                if diagnostics_due and not bad_step:
-                    from implicit_slots.diagnostics import gradient_norms
+@dataclass
+class _Step:
+    """What one training step leaves for reporting.
 
-                    record.update({f"grad_norm/{k}": v for k, v in gradient_norms(groups).items()})
-                    own_output = unwrapped_output[0] if ctx.distributed else output
-                    record.update(_slot_attention_diagnostics(model, own_output, config, ctx))
-                    record.update({f"lr/{name}": lr for name, lr in lrs.items()})
-                if bad_step:
-                    optimizer.zero_grad(set_to_none=True)
-                    consecutive_bad += 1
-                    total_bad += 1
-                    logger.message(
-                        f"step {step + 1}: non-finite loss or gradient, update skipped "
-                        f"({consecutive_bad} in a row, {total_bad} in total)"
-                    )
-                else:
-                    consecutive_bad = 0
-                    clip_gradients(params, t.grad_clip.norm, t.grad_clip.max_norm)
-                    optimizer.step()
-                    optimizer.zero_grad(set_to_none=True)
-                step += 1
+    Attributes:
+        batch: the batch (on the device).
+        output: the model output of the training forward.
+        losses: the loss and its terms.
+        grad_norm: total l2 gradient norm before clipping (scalar tensor).
+        learning_rates: group name -> learning rate used.
+        hyperparameters: scheduled model hyperparameters used.
+        skipped: the loss or gradient was NaN/Inf on some rank; no update was made.
+        stop: some rank received a stop signal; the run checkpoints and ends after this step.
+        diagnostics: diagnostics computed before the update (empty unless due).
+    """
 
-                # 4. logging, validation, images, checkpoints
-                if step % t.log_every == 0 or bad_step:
-                    scalars = torch.stack(
-                        [losses.loss.detach().float(), *(v.detach().float() for v in losses.terms.values())]
-                    ).cpu()
-                    scalars = ctx.all_reduce_sum(scalars) / ctx.world_size
-                    last_loss = float(scalars[0])
-                    record["loss"] = last_loss
-                    record.update({key: float(scalars[i + 1]) for i, key in enumerate(losses.terms)})
-                    record["grad_norm"] = float(grad_norm)
-                    record.update({f"lr/{name}": lr for name, lr in lrs.items()})
-                    record.update({f"hyper/{name}": value for name, value in hyperparameters.items()})
-                    record["skipped_steps"] = float(total_bad)
-                    logger.progress(step, last_loss)
-                else:
-                    logger.progress(step, None)
-                if t.validation.every > 0 and step % t.validation.every == 0:
-                    values = _validation_loss(model, val_set, config, ctx, autocast)
-                    record.update(values)
-                    last_val = values["val/loss"]
-                    if plateau is not None and plateau.update(last_val):
-                        logger.message(
-                            f"step {step}: validation plateau, learning-rate factor {plateau.decay:g}"
-                        )
-                    record["lr_decay_factor"] = lr_schedule.decay_factor(step)
-                if diag.images_every > 0 and step % diag.images_every == 0 and ctx.is_main:
-                    with _isolated_rng(device), torch.no_grad():
-                        images = model.visualise(output, batch)
-                    logger.images(step, {k: v[: diag.max_images] for k, v in images.items()})
-                logger.log(step, record)
-                del output, losses, batch
+    batch: dict[str, Tensor]
+    output: ModelOutput
+    losses: Any
+    grad_norm: Tensor
+    learning_rates: dict[str, float]
+    hyperparameters: dict[str, float]
+    skipped: bool
+    stop: bool
+    diagnostics: dict[str, float]
 
-                if consecutive_bad >= t.max_consecutive_bad_steps:
-                    write_checkpoint()
-                    last_checkpoint_step = step
-                    raise TrainingDivergedError(
-                        f"stopping at step {step}: {consecutive_bad} consecutive steps had a NaN/Inf loss or "
-                        "gradient (training.max_consecutive_bad_steps="
-                        f"{t.max_consecutive_bad_steps}); the last finite state is in {checkpoint_path}. "
-                        "Lower the learning rate or enable training.grad_clip, then resume."
-                    )
-                if stop_now or (t.checkpoint_every > 0 and step % t.checkpoint_every == 0):
-                    write_checkpoint()
-                    last_checkpoint_step = step
-                if stop_now:
-                    interrupted = True
-                    logger.message(f"interrupted at step {step}: checkpoint written to {checkpoint_path}")
-                    break
-            if last_checkpoint_step != step:
-                write_checkpoint()
-        finally:
-            logger.close()
-    model.eval()
+
+def _training_step(run: _Run, stop: _StopRequest) -> _Step:
+    """Schedules, batch, forward, loss, backward; then skip the update (NaN/Inf) or clip and update."""
+    t = run.config.training
+    learning_rates, hyperparameters = _apply_schedules(run)
+    batch = _to_device(run.stream.next(), run.ctx.device)
+    with run.autocast():
+        output = run.ddp_model(batch)
+        losses = run.model.compute_loss(output, batch)
+    losses.loss.backward()
+
+    grad_norm = total_gradient_norm(run.params).cpu()
+    skipped, stop_now = _agree_on_skip_and_stop(run, losses.loss, grad_norm, stop)
+    diagnostics: dict[str, float] = {}
+    if _due(run.counters.step + 1, run.config.diagnostics.every) and not skipped:
+        diagnostics = _diagnostics(run, output, learning_rates)
+    if skipped:
+        _skip_update(run)
+    else:
+        run.counters.consecutive_bad = 0
+        clip_gradients(run.params, t.grad_clip.norm, t.grad_clip.max_norm)
+        run.optimizer.step()
+        run.optimizer.zero_grad(set_to_none=True)
+    run.counters.step += 1
+    return _Step(
+        batch, output, losses, grad_norm, learning_rates, hyperparameters, skipped, stop_now, diagnostics
+    )
+
+
+def _apply_schedules(run: _Run) -> tuple[dict[str, float], dict[str, float]]:
+    """Set this step's learning rate of every group and the scheduled model hyperparameters."""
+    step = run.counters.step
+    learning_rates = run.lr_schedule.learning_rates(step)
+    for group in run.optimizer.param_groups:
+        group["lr"] = learning_rates[group["name"]]
+    hyperparameters = hyperparameter_values(run.config.training.hyperparameter_schedules, step)
+    if hyperparameters:
+        run.model.set_hyperparameters(hyperparameters)
+    return learning_rates, hyperparameters
+
+
+def _agree_on_skip_and_stop(
+    run: _Run, loss: Tensor, grad_norm: Tensor, stop: _StopRequest
+) -> tuple[bool, bool]:
+    """(skip this update, stop after this step), agreed over all ranks."""
+    flags = torch.stack(
+        [
+            (~torch.isfinite(loss.detach().float())).float().cpu(),
+            (~torch.isfinite(grad_norm)).float().cpu(),
+            torch.tensor(float(stop.signal is not None)),
+        ]
+    )
+    flags = run.ctx.all_reduce_sum(flags)
+    return bool(flags[0] + flags[1] > 0), bool(flags[2] > 0)
+
+
+def _skip_update(run: _Run) -> None:
+    """Drop this step's gradients and count the step as bad."""
+    run.optimizer.zero_grad(set_to_none=True)
+    run.counters.consecutive_bad += 1
+    run.counters.total_bad += 1
+    run.logger.message(
+        f"step {run.counters.step + 1}: non-finite loss or gradient, update skipped "
+        f"({run.counters.consecutive_bad} in a row, {run.counters.total_bad} in total)"
+    )
+
+
+def _diagnostics(run: _Run, output: ModelOutput, learning_rates: dict[str, float]) -> dict[str, float]:
+    """Gradient norms per group (before clipping), slot-attention diagnostics and learning rates."""
+    from implicit_slots.diagnostics import gradient_norms
+
+    values = {f"grad_norm/{k}": v for k, v in gradient_norms(run.groups).items()}
+    own_output = run.ddp_outputs[0] if run.ctx.distributed else output
+    values.update(_slot_attention_diagnostics(run.model, own_output, run.config, run.ctx))
+    values.update({f"lr/{name}": lr for name, lr in learning_rates.items()})
+    return values
+
+
+# ---------------------------------------------------------------------------------------------------
+# Reporting, checkpoints, end
+# ---------------------------------------------------------------------------------------------------
+
+
+def _due(step: int, every: int) -> bool:
+    """True when a periodic event with period ``every`` (0: never) falls on ``step``."""
+    return every > 0 and step % every == 0
+
+
+def _report(run: _Run, step: _Step) -> None:
+    """Log the step (every ``log_every`` steps and every skipped step), validate and draw images when due."""
+    t, diag, ctx = run.config.training, run.config.diagnostics, run.ctx
+    now = run.counters.step
+    record = dict(step.diagnostics)
+    if _due(now, t.log_every) or step.skipped:
+        record.update(_training_scalars(run, step))
+        run.logger.progress(now, run.last_loss)
+    else:
+        run.logger.progress(now, None)
+    if _due(now, t.validation.every):
+        values = _validation_loss(run.model, run.val_set, run.config, ctx, run.autocast)
+        record.update(values)
+        run.last_validation_loss = values["val/loss"]
+        if run.plateau is not None and run.plateau.update(run.last_validation_loss):
+            run.logger.message(f"step {now}: validation plateau, learning-rate factor {run.plateau.decay:g}")
+        record["lr_decay_factor"] = run.lr_schedule.decay_factor(now)
+    if _due(now, diag.images_every) and ctx.is_main:
+        with _isolated_rng(ctx.device), torch.no_grad():
+            images = run.model.visualise(step.output, step.batch)
+        run.logger.images(now, {k: v[: diag.max_images] for k, v in images.items()})
+    run.logger.log(now, record)
+
+
+def _training_scalars(run: _Run, step: _Step) -> dict[str, float]:
+    """Loss and terms (mean over ranks), gradient norm, learning rates, hyperparameters, skipped steps."""
+    losses = step.losses
+    scalars = torch.stack(
+        [losses.loss.detach().float(), *(v.detach().float() for v in losses.terms.values())]
+    ).cpu()
+    scalars = run.ctx.all_reduce_sum(scalars) / run.ctx.world_size
+    run.last_loss = float(scalars[0])
+    record = {"loss": run.last_loss}
+    record.update({key: float(scalars[i + 1]) for i, key in enumerate(losses.terms)})
+    record["grad_norm"] = float(step.grad_norm)
+    record.update({f"lr/{name}": lr for name, lr in step.learning_rates.items()})
+    record.update({f"hyper/{name}": value for name, value in step.hyperparameters.items()})
+    record["skipped_steps"] = float(run.counters.total_bad)
+    return record
+
+
+def _stop_if_diverged(run: _Run) -> None:
+    """After ``max_consecutive_bad_steps`` skipped steps in a row: checkpoint and raise."""
+    limit = run.config.training.max_consecutive_bad_steps
+    if run.counters.consecutive_bad < limit:
+        return
+    _write_checkpoint(run)
+    raise TrainingDivergedError(
+        f"stopping at step {run.counters.step}: {run.counters.consecutive_bad} consecutive steps had a "
+        f"NaN/Inf loss or gradient (training.max_consecutive_bad_steps={limit}); the last finite state is "
+        f"in {run.checkpoint_path}. Lower the learning rate or enable training.grad_clip, then resume."
+    )
+
+
+def _write_checkpoint(run: _Run) -> Path | None:
+    """Write the full training state to ``checkpoints/last.pt`` (every rank gives its RNG, rank 0 writes)."""
+    rng_states = run.ctx.all_gather_object(capture_rng_state(run.ctx.device))
+    run.last_checkpoint_step = run.counters.step
+    if not run.ctx.is_main:
+        return None
+    c, t = run.counters, run.config.training
+    state = {
+        "format_version": CHECKPOINT_FORMAT_VERSION,
+        "step": c.step,
+        "world_size": run.ctx.world_size,
+        "model": run.model.state_dict(),
+        "optimizer": run.optimizer.state_dict(),
+        "plateau": run.plateau.state_dict() if run.plateau is not None else None,
+        "hyperparameters": hyperparameter_values(t.hyperparameter_schedules, c.step),
+        "data": {"epoch": run.stream.state.epoch, "position": run.stream.state.position * run.ctx.world_size},
+        "rng": rng_states,
+        "bad_steps": {"consecutive": c.consecutive_bad, "total": c.total_bad},
+        "config": config_to_dict(run.config),
+    }
+    return save_checkpoint_atomic(state, run.checkpoint_path)
+
+
+def _finish(run: _Run, stop: _StopRequest) -> TrainResult:
+    """The model in eval mode and the :class:`TrainResult`."""
+    run.model.eval()
     return TrainResult(
-        run_dir=run_dir,
-        step=step,
-        status="interrupted" if interrupted else "completed",
+        run_dir=run.run_dir,
+        step=run.counters.step,
+        status="interrupted" if run.interrupted else "completed",
         signal=stop.signal,
-        last_loss=last_loss,
-        last_validation_loss=last_val,
-        skipped_steps=total_bad,
-        checkpoint=checkpoint_path if ctx.is_main else None,
-        model=model,
+        last_loss=run.last_loss,
+        last_validation_loss=run.last_validation_loss,
+        skipped_steps=run.counters.total_bad,
+        checkpoint=run.checkpoint_path if run.ctx.is_main else None,
+        model=run.model,
     )
