@@ -223,8 +223,8 @@ def test_grad_clip_switch_reaches_the_update(
     calls: list[tuple[str | None, float, float]] = []
     real = loop.clip_gradients
 
-    def spy(params, kind, max_norm):  # records the bound and the gradient norm after clipping
-        before = real(params, kind, max_norm)
+    def spy(params, kind, max_norm, l2_norm=None):  # records the bound and the norm after clipping
+        before = real(params, kind, max_norm, l2_norm)
         after = loop.total_gradient_norm(params, kind or "l2")
         calls.append((kind, max_norm, float(after) if before is not None else math.nan))
         return before

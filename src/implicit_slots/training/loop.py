@@ -40,6 +40,7 @@ from implicit_slots.config import (
 )
 from implicit_slots.models.base import ModelOutput, ObjectCentricModel
 from implicit_slots.models.registry import get_model_spec
+from implicit_slots.slot_attention import set_residual_recording
 from implicit_slots.training import data as data_module
 from implicit_slots.training.checkpoint import (
     CHECKPOINT_FORMAT_VERSION,
@@ -683,6 +684,8 @@ class _Step:
 def _training_step(run: _Run, stop: _StopRequest) -> _Step:
     """Schedules, batch, forward, loss, backward; then skip the update (NaN/Inf) or clip and update."""
     t = run.config.training
+    diagnostics_due = _due(run.counters.step + 1, run.config.diagnostics.every)
+    set_residual_recording(run.model, diagnostics_due)  # the residual costs a cell call; read only then
     learning_rates, hyperparameters = _apply_schedules(run)
     batch = _to_device(run.stream.next(), run.ctx.device)
     with run.autocast():
@@ -690,16 +693,16 @@ def _training_step(run: _Run, stop: _StopRequest) -> _Step:
         losses = run.model.compute_loss(output, batch)
     losses.loss.backward()
 
-    grad_norm = total_gradient_norm(run.params).cpu()
+    grad_norm = total_gradient_norm(run.params)  # stays on the device until a step that logs
     skipped, stop_now = _agree_on_skip_and_stop(run, losses.loss, grad_norm, stop)
     diagnostics: dict[str, float] = {}
-    if _due(run.counters.step + 1, run.config.diagnostics.every) and not skipped:
+    if diagnostics_due and not skipped:
         diagnostics = _diagnostics(run, output, learning_rates)
     if skipped:
         _skip_update(run)
     else:
         run.counters.consecutive_bad = 0
-        clip_gradients(run.params, t.grad_clip.norm, t.grad_clip.max_norm)
+        clip_gradients(run.params, t.grad_clip.norm, t.grad_clip.max_norm, l2_norm=grad_norm)
         run.optimizer.step()
         run.optimizer.zero_grad(set_to_none=True)
     run.counters.step += 1
@@ -723,16 +726,18 @@ def _apply_schedules(run: _Run) -> tuple[dict[str, float], dict[str, float]]:
 def _agree_on_skip_and_stop(
     run: _Run, loss: Tensor, grad_norm: Tensor, stop: _StopRequest
 ) -> tuple[bool, bool]:
-    """(skip this update, stop after this step), agreed over all ranks."""
-    flags = torch.stack(
-        [
-            (~torch.isfinite(loss.detach().float())).float().cpu(),
-            (~torch.isfinite(grad_norm)).float().cpu(),
-            torch.tensor(float(stop.signal is not None)),
-        ]
-    )
-    flags = run.ctx.all_reduce_sum(flags)
-    return bool(flags[0] + flags[1] > 0), bool(flags[2] > 0)
+    """(skip this update, stop after this step), agreed over all ranks.
+
+    This is the step's one read from the device: whether to take the optimizer step must be known on the
+    host (an Adam update cannot be undone on the device), so both finiteness checks, and under DDP every
+    rank's stop request, travel in one small tensor.
+    """
+    bad = torch.stack([loss.detach().float(), grad_norm.float()]).isfinite().logical_not().any()
+    if not run.ctx.distributed:
+        return bool(bad), stop.signal is not None
+    requested = torch.tensor(float(stop.signal is not None), device=bad.device)
+    bad_count, stop_count = run.ctx.all_reduce_sum(torch.stack([bad.float(), requested])).tolist()
+    return bad_count > 0, stop_count > 0
 
 
 def _skip_update(run: _Run) -> None:
@@ -796,12 +801,11 @@ def _training_scalars(run: _Run, step: _Step) -> dict[str, float]:
     losses = step.losses
     scalars = torch.stack(
         [losses.loss.detach().float(), *(v.detach().float() for v in losses.terms.values())]
-    ).cpu()
+    )
     scalars = run.ctx.all_reduce_sum(scalars) / run.ctx.world_size
-    run.last_loss = float(scalars[0])
-    record = {"loss": run.last_loss}
-    record.update({key: float(scalars[i + 1]) for i, key in enumerate(losses.terms)})
-    record["grad_norm"] = float(step.grad_norm)
+    loss, *terms, grad_norm = torch.cat([scalars, step.grad_norm.float().reshape(1)]).tolist()
+    run.last_loss = loss
+    record = {"loss": loss, **dict(zip(losses.terms, terms)), "grad_norm": grad_norm}
     record.update({f"lr/{name}": lr for name, lr in step.learning_rates.items()})
     record.update({f"hyper/{name}": value for name, value in step.hyperparameters.items()})
     record["skipped_steps"] = float(run.counters.total_bad)
@@ -845,8 +849,9 @@ def _write_checkpoint(run: _Run) -> Path | None:
 
 
 def _finish(run: _Run, stop: _StopRequest) -> TrainResult:
-    """The model in eval mode and the :class:`TrainResult`."""
+    """The model in eval mode, measuring its residual again, and the :class:`TrainResult`."""
     run.model.eval()
+    set_residual_recording(run.model, True)
     return TrainResult(
         run_dir=run.run_dir,
         step=run.counters.step,
