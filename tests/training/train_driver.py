@@ -30,11 +30,19 @@ def main() -> int:
         from implicit_slots.training import train
 
         config_path, run_dir = args
-        result = train(load_config(config_path), run_dir)
         rank = int(os.environ["RANK"])
+        pid_file = Path(run_dir).parent / f"{Path(run_dir).name}-rank{rank}.pid"
+        pid_file.write_text(str(os.getpid()))  # lets a test signal one rank
+        result = train(load_config(config_path), run_dir)
         state = {k: v.detach().clone() for k, v in result.model.state_dict().items()}
         torch.save(
-            {"state": state, "world_size": int(os.environ["WORLD_SIZE"])}, Path(run_dir) / f"rank{rank}.pt"
+            {
+                "state": state,
+                "world_size": int(os.environ["WORLD_SIZE"]),
+                "status": result.status,
+                "step": result.step,
+            },
+            Path(run_dir) / f"rank{rank}.pt",
         )
         return 0
     raise SystemExit(f"unknown mode {mode!r}")

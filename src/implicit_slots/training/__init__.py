@@ -3,9 +3,11 @@
 Entry point: :func:`train` (``implicit-slots train`` on the command line). See docs/training.md.
 """
 
+from implicit_slots.training.checkpoint import CheckpointWriteError
 from implicit_slots.training.loop import (
     CHECKPOINT_NAME,
     DIVERGED_EXIT_CODE,
+    INTERRUPTED_EXIT_CODE,
     TrainingDivergedError,
     TrainingSetupError,
     TrainResult,
@@ -16,6 +18,8 @@ from implicit_slots.training.loop import (
 __all__ = [
     "CHECKPOINT_NAME",
     "DIVERGED_EXIT_CODE",
+    "INTERRUPTED_EXIT_CODE",
+    "CheckpointWriteError",
     "TrainResult",
     "TrainingDivergedError",
     "TrainingSetupError",

@@ -26,6 +26,7 @@ from torch import Tensor, nn
 
 __all__ = [
     "CHECKPOINT_FORMAT_VERSION",
+    "CheckpointWriteError",
     "assert_finite_state",
     "capture_rng_state",
     "load_checkpoint",
@@ -36,6 +37,10 @@ __all__ = [
 ]
 
 CHECKPOINT_FORMAT_VERSION = 1
+
+
+class CheckpointWriteError(OSError):
+    """Writing a checkpoint failed (full disk, lost mount, ...); the previous checkpoint file is intact."""
 
 
 def seed_everything(seed: int) -> None:
@@ -112,16 +117,28 @@ def save_checkpoint_atomic(checkpoint: dict[str, Any], path: str | Path) -> Path
 
     A reader (or a run killed mid-write) sees either the previous file or the new one, never a partial
     file. Non-finite model or optimizer state is refused (:func:`assert_finite_state`).
+
+    Raises:
+        CheckpointWriteError: the write failed (e.g. ENOSPC); the temporary file is removed and the file
+            at ``path``, if any, is left as it was.
     """
     assert_finite_state(checkpoint)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as handle:
-        torch.save(checkpoint, handle)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as handle:
+            torch.save(checkpoint, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except OSError as error:
+        tmp.unlink(missing_ok=True)  # a full disk keeps no half-written file
+        previous = "the previous checkpoint there is intact" if path.exists() else "no checkpoint was kept"
+        raise CheckpointWriteError(
+            error.errno,
+            f"could not write the checkpoint {str(path)!r} ({error.strerror or error}); {previous}",
+        ) from error
     return path
 
 

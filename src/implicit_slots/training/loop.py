@@ -1,7 +1,8 @@
-"""The training loop: one function, top to bottom (see docs/training.md).
+"""The training loop (see docs/training.md).
 
 ``train(config, run_dir)`` builds the model, optimizer, schedules and data from an
-:class:`~implicit_slots.config.ExperimentConfig`, then runs ``training.max_steps`` steps. Each step:
+:class:`~implicit_slots.config.ExperimentConfig`, then runs ``training.max_steps`` steps. :func:`_train`
+reads as the algorithm; each step is
 
 1. set every group's learning rate and the scheduled model hyperparameters for this step;
 2. forward + loss (bf16 autocast when ``training.precision`` is ``bf16``), backward;
@@ -9,8 +10,13 @@
    row stop the run); otherwise clip (``training.grad_clip``) and take the optimizer step;
 4. log, run diagnostics / validation / images when due, write ``checkpoints/last.pt`` when due.
 
+Numbers reach the host once per step (the fused skip/stop decision of 3.) and otherwise only on the steps
+that log; the slot-attention residual and other diagnostics are computed only on the steps that log them.
+
 The same code runs single-process and under ``torchrun`` (DDP): ranks shard the data, rank 0 logs and
-writes checkpoints. SIGINT/SIGTERM finish the current step, write a checkpoint and return.
+writes checkpoints. One process trains a run folder at a time (an OS lock, :mod:`.lock`). A stop signal
+(SIGTERM, SIGUSR1, SIGINT) finishes the current step, writes a checkpoint and returns; every rank stops
+at the same step.
 """
 
 from __future__ import annotations
@@ -44,6 +50,7 @@ from implicit_slots.slot_attention import set_residual_recording
 from implicit_slots.training import data as data_module
 from implicit_slots.training.checkpoint import (
     CHECKPOINT_FORMAT_VERSION,
+    CheckpointWriteError,
     capture_rng_state,
     load_checkpoint,
     load_model_state,
@@ -54,11 +61,15 @@ from implicit_slots.training.checkpoint import (
 from implicit_slots.training.data import BatchStream, DatasetFactory, SamplerState, ShardedEpochOrder
 from implicit_slots.training.distributed import DistributedContext, register_output_pytrees, setup_distributed
 from implicit_slots.training.gradients import clip_gradients, total_gradient_norm
+from implicit_slots.training.lock import RunFolderBusyError, RunFolderLock
 from implicit_slots.training.logger import RunLogger
 from implicit_slots.training.schedules import LearningRateSchedule, PlateauState, hyperparameter_values
 
 __all__ = [
     "CHECKPOINT_NAME",
+    "DIVERGED_EXIT_CODE",
+    "INTERRUPTED_EXIT_CODE",
+    "STOP_SIGNALS",
     "TrainResult",
     "TrainingDivergedError",
     "TrainingSetupError",
@@ -84,6 +95,16 @@ DIVERGED_EXIT_CODE = 3
 """``implicit-slots train``'s exit code after a :class:`TrainingDivergedError` (1 is a crash, 2 a bad
 command line or config)."""
 
+INTERRUPTED_EXIT_CODE = 4
+"""``implicit-slots train``'s exit code after a stop signal (SIGTERM, SIGUSR1, SIGINT): the step in progress
+was finished and checkpointed, and ``train --resume`` continues the run bit-identically. A job script
+requeues on this code (docs/training.md); it differs from a crash (1), a bad command line or config (2),
+a divergence (3) and from a process killed by a signal it did not handle (128 + the signal's number)."""
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1)
+"""Signals that make :func:`train` finish the current step, checkpoint it and return (SLURM sends SIGTERM
+before a preemption's SIGKILL, or SIGUSR1 at a configured time with ``--signal=USR1@SECONDS``)."""
+
 
 @dataclass
 class TrainResult:
@@ -92,7 +113,7 @@ class TrainResult:
     Attributes:
         run_dir: the run folder.
         step: steps completed (the step of the last checkpoint).
-        status: ``"completed"`` or ``"interrupted"`` (SIGINT/SIGTERM).
+        status: ``"completed"`` or ``"interrupted"`` (a stop signal: see :data:`STOP_SIGNALS`).
         signal: the signal number that interrupted the run, if any.
         last_loss: the loss of the last step (None when no step ran).
         last_validation_loss: the last validation loss, if validation ran.
@@ -194,7 +215,8 @@ def _isolated_rng(device: torch.device) -> Iterator[None]:
 
 
 class _StopRequest:
-    """SIGINT/SIGTERM set a flag checked once per step; a second SIGINT raises KeyboardInterrupt."""
+    """Each of :data:`STOP_SIGNALS` sets a flag checked once per step; a second SIGINT raises
+    KeyboardInterrupt (a way out when a step hangs)."""
 
     def __init__(self) -> None:
         self.signal: int | None = None
@@ -202,7 +224,7 @@ class _StopRequest:
 
     def __enter__(self) -> _StopRequest:
         if threading.current_thread() is threading.main_thread():
-            for signum in (signal.SIGINT, signal.SIGTERM):
+            for signum in STOP_SIGNALS:
                 self._previous[signum] = signal.signal(signum, self._handle)
         return self
 
@@ -210,6 +232,10 @@ class _StopRequest:
         if self.signal is not None and signum == signal.SIGINT:
             raise KeyboardInterrupt
         self.signal = signum
+
+    def describe(self) -> str:
+        """The received signal's name, for messages (under DDP another rank may have received it)."""
+        return signal.Signals(self.signal).name if self.signal is not None else "a signal on another rank"
 
     def __exit__(self, *exc_info: object) -> None:
         for signum, handler in self._previous.items():
@@ -332,6 +358,8 @@ def train(
         TrainingSetupError: the config does not fit the model, or the run folder state does not fit
             ``resume`` (a fresh run into a folder that has a checkpoint, or a resume without one).
         TrainingDivergedError: ``training.max_consecutive_bad_steps`` NaN/Inf steps in a row.
+        CheckpointWriteError: a checkpoint could not be written (e.g. a full disk); the previous one is
+            intact.
     """
     ctx = setup_distributed(config.training.device)
     try:
@@ -353,23 +381,26 @@ def _train(
     ctx: DistributedContext,
 ) -> TrainResult:
     """The algorithm: set up (or resume), then step, report and checkpoint until ``max_steps``."""
-    run = _set_up(config, run_dir, resume, dataset_factory, command, ctx)
-    with _StopRequest() as stop, contextlib.closing(run.logger):
-        while run.counters.step < config.training.max_steps:
-            step = _training_step(run, stop)  # schedules, batch, forward, loss, backward, clip, update
-            _report(run, step)  # log, validate, images when due
-            _stop_if_diverged(run)
-            if step.stop or _due(run.counters.step, config.training.checkpoint_every):
+    with _run_folder_lock(run_dir, ctx):
+        run = _set_up(config, run_dir, resume, dataset_factory, command, ctx)
+        with _StopRequest() as stop, contextlib.closing(run.logger):
+            while run.counters.step < config.training.max_steps:
+                step = _training_step(run, stop)  # schedules, batch, forward, loss, backward, clip, update
+                _report(run, step)  # log, validate, images when due
+                _stop_if_diverged(run)
+                if step.stop or _due(run.counters.step, config.training.checkpoint_every):
+                    _write_checkpoint(run)
+                if step.stop:
+                    run.interrupted = True
+                    run.logger.message(
+                        f"interrupted at step {run.counters.step} by {stop.describe()}: checkpoint "
+                        f"written to {run.checkpoint_path}; continue with `implicit-slots train --resume "
+                        f"{run_dir}`"
+                    )
+                    break
+            if run.last_checkpoint_step != run.counters.step:
                 _write_checkpoint(run)
-            if step.stop:
-                run.interrupted = True
-                run.logger.message(
-                    f"interrupted at step {run.counters.step}: checkpoint written to {run.checkpoint_path}"
-                )
-                break
-        if run.last_checkpoint_step != run.counters.step:
-            _write_checkpoint(run)
-    return _finish(run, stop)
+        return _finish(run, stop)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -447,6 +478,28 @@ class _Run:
         """bf16 autocast when ``training.precision`` is ``bf16``, else a no-op."""
         bf16 = self.config.training.precision == "bf16"
         return torch.autocast(self.ctx.device.type, dtype=torch.bfloat16, enabled=bf16)
+
+
+@contextlib.contextmanager
+def _run_folder_lock(run_dir: Path, ctx: DistributedContext) -> Iterator[None]:
+    """Hold the run folder's lock (rank 0) while training; every rank fails if another process holds it."""
+    lock = RunFolderLock(run_dir)
+    busy: RunFolderBusyError | None = None
+    if ctx.is_main:
+        try:
+            lock.acquire()
+        except RunFolderBusyError as error:
+            busy = error
+    if ctx.distributed:  # the other ranks learn that rank 0 could not lock the folder
+        refused = ctx.all_reduce_sum(torch.tensor([float(busy is not None)]))
+        if busy is None and float(refused[0]) > 0:
+            raise TrainingSetupError(f"rank 0 could not lock the run folder {str(run_dir)!r}")
+    if busy is not None:
+        raise TrainingSetupError(str(busy)) from busy
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 def _set_up(
@@ -829,10 +882,26 @@ def _write_checkpoint(run: _Run) -> Path | None:
     """Write the full training state to ``checkpoints/last.pt`` (every rank gives its RNG, rank 0 writes)."""
     rng_states = run.ctx.all_gather_object(capture_rng_state(run.ctx.device))
     run.last_checkpoint_step = run.counters.step
-    if not run.ctx.is_main:
-        return None
+    failure: CheckpointWriteError | None = None
+    path: Path | None = None
+    if run.ctx.is_main:
+        try:
+            path = save_checkpoint_atomic(_checkpoint_state(run, rng_states), run.checkpoint_path)
+        except CheckpointWriteError as error:
+            failure = error
+    if run.ctx.distributed:  # every rank ends the run when rank 0 could not write
+        failed = run.ctx.all_reduce_sum(torch.tensor([float(failure is not None)]))
+        if failure is None and float(failed[0]) > 0:
+            raise CheckpointWriteError(f"rank 0 could not write the checkpoint {str(run.checkpoint_path)!r}")
+    if failure is not None:
+        raise failure
+    return path
+
+
+def _checkpoint_state(run: _Run, rng_states: list[object]) -> dict[str, Any]:
+    """The checkpoint dict of the current step (layout: :mod:`implicit_slots.training.checkpoint`)."""
     c, t = run.counters, run.config.training
-    state = {
+    return {
         "format_version": CHECKPOINT_FORMAT_VERSION,
         "step": c.step,
         "world_size": run.ctx.world_size,
@@ -845,7 +914,6 @@ def _write_checkpoint(run: _Run) -> Path | None:
         "bad_steps": {"consecutive": c.consecutive_bad, "total": c.total_bad},
         "config": config_to_dict(run.config),
     }
-    return save_checkpoint_atomic(state, run.checkpoint_path)
 
 
 def _finish(run: _Run, stop: _StopRequest) -> TrainResult:
