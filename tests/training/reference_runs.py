@@ -28,8 +28,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from tiny_training_setup import register_tiny_model, tiny_dataset_factory, write_config
 
 from implicit_slots.config import load_config
+from implicit_slots.experiment.checkpoint import load_checkpoint
 from implicit_slots.training import train
-from implicit_slots.training.checkpoint import load_checkpoint
 from implicit_slots.training.logger import read_metrics
 
 RECORD_PATH = Path(__file__).resolve().parent / "data" / "reference_runs.pt"

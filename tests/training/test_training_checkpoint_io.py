@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from implicit_slots.training.checkpoint import (
+from implicit_slots.experiment.checkpoint import (
     CHECKPOINT_FORMAT_VERSION,
     CheckpointWriteError,
     capture_rng_state,
@@ -133,7 +133,7 @@ def test_a_full_disk_ends_the_run_with_one_message(
     from tiny_training_setup import tiny_dataset_factory, write_config
 
     from implicit_slots.cli import main
-    from implicit_slots.training import data as data_module
+    from implicit_slots.experiment import datasets as data_module
     from implicit_slots.training.logger import read_metrics
 
     monkeypatch.setattr(data_module, "build_dataset_split", tiny_dataset_factory)

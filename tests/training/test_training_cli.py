@@ -12,9 +12,9 @@ from tiny_training_setup import MODEL_NAME, tiny_dataset_factory, write_config
 from implicit_slots import evaluation
 from implicit_slots.cli import main
 from implicit_slots.evaluation import EvaluationOptions, EvaluationReport
+from implicit_slots.experiment import datasets as data_module
+from implicit_slots.experiment.checkpoint import load_checkpoint
 from implicit_slots.training import INTERRUPTED_EXIT_CODE
-from implicit_slots.training import data as data_module
-from implicit_slots.training.checkpoint import load_checkpoint
 from implicit_slots.training.logger import read_metrics
 
 

@@ -15,8 +15,8 @@ import torch
 from tiny_training_setup import tiny_dataset_factory, write_config
 
 from implicit_slots.config import load_config
+from implicit_slots.experiment.checkpoint import load_checkpoint
 from implicit_slots.training import INTERRUPTED_EXIT_CODE, TrainingSetupError, train
-from implicit_slots.training.checkpoint import load_checkpoint
 from implicit_slots.training.logger import read_metrics
 
 DRIVER = str(Path(__file__).resolve().parent / "train_driver.py")

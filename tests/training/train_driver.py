@@ -11,7 +11,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import tiny_training_setup
 
-from implicit_slots.training import data as data_module
+from implicit_slots.experiment import datasets as data_module
 
 tiny_training_setup.register_tiny_model()
 data_module.build_dataset_split = tiny_training_setup.tiny_dataset_factory

@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import argparse
 import importlib
+from collections.abc import Callable
+
+from implicit_slots.cli import CommandError
 
 BENCHMARKS: dict[str, str] = {
     "backward": "implicit_slots.benchmarks.backward",
@@ -30,4 +33,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             raise
         sub = bench_subparsers.add_parser(name, help=module.DESCRIPTION, description=module.DESCRIPTION)
         module.add_arguments(sub)
-        sub.set_defaults(func=module.run)
+        sub.set_defaults(func=_user_errors_as_command_errors(module.run))
+
+
+def _user_errors_as_command_errors(
+    run: Callable[[argparse.Namespace], int],
+) -> Callable[[argparse.Namespace], int]:
+    """``run`` with a :class:`~implicit_slots.benchmarks.BenchmarkError` reported as a command-line error."""
+    from implicit_slots.benchmarks import BenchmarkError
+
+    def wrapped(args: argparse.Namespace) -> int:
+        try:
+            return run(args)
+        except BenchmarkError as error:
+            raise CommandError(str(error)) from error
+
+    return wrapped

@@ -44,12 +44,10 @@ from implicit_slots.config import (
     config_to_dict,
     save_config,
 )
-from implicit_slots.models.base import ModelOutput, ObjectCentricModel
-from implicit_slots.models.registry import get_model_spec
-from implicit_slots.slot_attention import set_residual_recording
-from implicit_slots.training import data as data_module
-from implicit_slots.training.checkpoint import (
+from implicit_slots.experiment import datasets as experiment_datasets
+from implicit_slots.experiment.checkpoint import (
     CHECKPOINT_FORMAT_VERSION,
+    CHECKPOINT_NAME,
     CheckpointWriteError,
     capture_rng_state,
     load_checkpoint,
@@ -58,7 +56,16 @@ from implicit_slots.training.checkpoint import (
     save_checkpoint_atomic,
     seed_everything,
 )
-from implicit_slots.training.data import BatchStream, DatasetFactory, SamplerState, ShardedEpochOrder
+from implicit_slots.experiment.datasets import DatasetFactory
+from implicit_slots.experiment.models import ExperimentSetupError, build_model
+from implicit_slots.models.base import ModelOutput, ObjectCentricModel
+from implicit_slots.slot_attention import set_residual_recording
+from implicit_slots.training.data import (
+    BatchStream,
+    SamplerState,
+    ShardedEpochOrder,
+    validation_batches,
+)
 from implicit_slots.training.distributed import DistributedContext, register_output_pytrees, setup_distributed
 from implicit_slots.training.gradients import clip_gradients, total_gradient_norm
 from implicit_slots.training.lock import RunFolderBusyError, RunFolderLock
@@ -66,25 +73,23 @@ from implicit_slots.training.logger import RunLogger
 from implicit_slots.training.schedules import LearningRateSchedule, PlateauState, hyperparameter_values
 
 __all__ = [
-    "CHECKPOINT_NAME",
     "DIVERGED_EXIT_CODE",
     "INTERRUPTED_EXIT_CODE",
     "STOP_SIGNALS",
     "TrainResult",
     "TrainingDivergedError",
     "TrainingSetupError",
-    "build_model",
     "train",
 ]
 
-CHECKPOINT_NAME = "checkpoints/last.pt"
 # Training randomness of rank r is seeded with seed + r * RANK_SEED_STRIDE, so ranks draw different
 # per-sample slot initialisations and dropout masks while parameters start identical on every rank.
 RANK_SEED_STRIDE = 1_000_003
 
 
-class TrainingSetupError(ValueError):
-    """The config does not fit the model or the run folder (names the key or path)."""
+class TrainingSetupError(ExperimentSetupError):
+    """The config does not fit the model, the data or the run folder, or the folder is busy (names the key,
+    path or process)."""
 
 
 class TrainingDivergedError(RuntimeError):
@@ -131,18 +136,6 @@ class TrainResult:
     skipped_steps: int
     checkpoint: Path | None
     model: ObjectCentricModel
-
-
-def build_model(config: ExperimentConfig) -> ObjectCentricModel:
-    """The model of ``config`` (registry lookup + the model's builder).
-
-    Raises:
-        TrainingSetupError: the builder rejected a value of the ``model:`` section (its message names it).
-    """
-    try:
-        return get_model_spec(config.model.name).build(config.model.config)
-    except ValueError as error:
-        raise TrainingSetupError(f"model {config.model.name!r}: {error}") from error
 
 
 def _build_optimizer(
@@ -308,9 +301,7 @@ def _validation_loss(
     totals: dict[str, Tensor] = {}
     count = torch.zeros((), dtype=torch.float64)
     with _isolated_rng(ctx.device):
-        for batch in data_module.validation_batches(
-            dataset, batch_size, v.num_batches, ctx.rank, ctx.world_size
-        ):
+        for batch in validation_batches(dataset, batch_size, v.num_batches, ctx.rank, ctx.world_size):
             batch = _to_device(batch, ctx.device)
             with autocast():
                 output = model(batch)
@@ -348,7 +339,7 @@ def train(
             position and every RNG state are restored, so on CPU the next steps are bit-identical to an
             uninterrupted run (``config`` may change e.g. ``training.max_steps``).
         dataset_factory: ``(DataConfig, split) -> Dataset``; default
-            :func:`implicit_slots.training.data.build_dataset_split`.
+            :func:`implicit_slots.experiment.datasets.build_dataset_split`.
         command: the command line, recorded in config.yaml's provenance.
 
     Returns:
@@ -523,7 +514,10 @@ def _set_up(
     checkpoint = _checkpoint_to_resume(run_dir, resume, ctx.device)
 
     seed_everything(t.seed)  # parameters start identical on every rank
-    model = build_model(config).to(ctx.device)
+    try:
+        model = build_model(config).to(ctx.device)
+    except ExperimentSetupError as error:
+        raise TrainingSetupError(str(error)) from error
     optimizer, groups = _build_optimizer(model, t.optimizer)
     _check_hyperparameter_schedules(model, config)
     plateau = (
@@ -618,7 +612,7 @@ def _build_data(
 ) -> tuple[Any, Any, ShardedEpochOrder]:
     """(training split, validation split or None, this rank's sample order)."""
     t = config.training
-    factory = dataset_factory if dataset_factory is not None else data_module.build_dataset_split
+    factory = dataset_factory if dataset_factory is not None else experiment_datasets.build_dataset_split
     try:
         train_set = factory(config.data, "train")
         val_set = factory(config.data, t.validation.split) if t.validation.every > 0 else None
@@ -899,7 +893,7 @@ def _write_checkpoint(run: _Run) -> Path | None:
 
 
 def _checkpoint_state(run: _Run, rng_states: list[object]) -> dict[str, Any]:
-    """The checkpoint dict of the current step (layout: :mod:`implicit_slots.training.checkpoint`)."""
+    """The checkpoint dict of the current step (layout: :mod:`implicit_slots.experiment.checkpoint`)."""
     c, t = run.counters, run.config.training
     return {
         "format_version": CHECKPOINT_FORMAT_VERSION,
