@@ -186,6 +186,7 @@ def test_setup_errors_name_the_problem(tmp_path: Path) -> None:
         _run(_config(tmp_path, "training.batch_size=32"), tmp_path / "c")
     with pytest.raises(TrainingSetupError, match=r"data \(name 'nope'\): unknown dataset 'nope'"):
         _run(_config(tmp_path, "data.name=nope"), tmp_path / "d")
+    assert not (tmp_path / "d").exists()  # a failed set-up leaves no folder behind (not even its lock)
     config = _config(tmp_path, "training.max_steps=1")
     _run(config, tmp_path / "e")
     with pytest.raises(TrainingSetupError, match=r"already holds a run .* --resume"):
