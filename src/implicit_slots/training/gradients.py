@@ -21,9 +21,10 @@ def total_gradient_norm(params: Iterable[nn.Parameter], norm: str = "l2") -> Ten
     Returns:
         Scalar tensor; NaN/Inf when any gradient entry is; 0 when no parameter has a gradient.
     """
+    params = list(params)
     grads = [p.grad.detach() for p in params if p.grad is not None]
-    if not grads:
-        return torch.zeros(())
+    if not grads:  # on the parameters' device, like a norm of gradients would be
+        return torch.zeros((), device=params[0].device if params else None)
     if norm == "l2":  # the computation clip_grad_norm_ makes, so its result can be reused for clipping
         return torch.nn.utils.get_total_norm([g.float() for g in grads], 2.0)
     if norm == "inf":
