@@ -227,3 +227,24 @@ def test_ddp_ranks_stop_at_the_same_step_when_one_rank_is_signalled(tmp_path: Pa
     assert "by a signal on another rank: checkpoint written" in stderr  # rank 0 logs, rank 1 was signalled
     for key, value in rank0["state"].items():
         assert torch.equal(value, rank1_result["state"][key]), key
+
+
+@pytest.mark.slow
+def test_ddp_ranks_end_together_when_rank0_cannot_write_a_checkpoint(tmp_path: Path) -> None:
+    config_path = write_config(tmp_path / "c.yaml", training={"max_steps": 6, "checkpoint_every": 2})
+    run_dir = tmp_path / "ddp"
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+    result = subprocess.run(
+        [*command, DRIVER, "ddp", str(config_path), str(run_dir)],
+        env={**ENV, "TEST_FAIL_CHECKPOINT_WRITES_AFTER": "1"},  # step 2 is written, step 4 fails
+        capture_output=True,
+        text=True,
+        timeout=180,  # a rank left waiting in a collective would hang until this fires
+    )
+    assert result.returncode != 0
+    assert (
+        "No space left on device" in result.stderr and "previous checkpoint there is intact" in result.stderr
+    )
+    assert "rank 0 could not write the checkpoint" in result.stderr  # rank 1 ends too, with its own line
+    assert _checkpoint_step(run_dir) == 2
+    assert not (run_dir / "rank0.pt").exists() and not (run_dir / "rank1.pt").exists()

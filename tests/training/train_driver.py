@@ -17,6 +17,23 @@ tiny_training_setup.register_tiny_model()
 data_module.build_dataset_split = tiny_training_setup.tiny_dataset_factory
 
 
+def _fill_the_disk_after(successful_writes: int) -> None:
+    """Make every checkpoint write after the first ``successful_writes`` fail like a full disk (at the
+    fsync; torch.save itself is also used by torch.distributed to pickle objects, so it stays intact)."""
+    import errno
+    import os
+
+    real, calls = os.fsync, []
+
+    def fsync(fd: int) -> None:
+        calls.append(1)
+        if len(calls) > successful_writes:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        real(fd)
+
+    os.fsync = fsync
+
+
 def main() -> int:
     mode, *args = sys.argv[1:]
     if mode == "cli":
@@ -33,6 +50,9 @@ def main() -> int:
         rank = int(os.environ["RANK"])
         pid_file = Path(run_dir).parent / f"{Path(run_dir).name}-rank{rank}.pid"
         pid_file.write_text(str(os.getpid()))  # lets a test signal one rank
+        fail_after = os.environ.get("TEST_FAIL_CHECKPOINT_WRITES_AFTER")
+        if fail_after is not None and rank == 0:
+            _fill_the_disk_after(int(fail_after))
         result = train(load_config(config_path), run_dir)
         state = {k: v.detach().clone() for k, v in result.model.state_dict().items()}
         torch.save(
