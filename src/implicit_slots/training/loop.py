@@ -90,7 +90,8 @@ class TrainResult:
         run_dir: the run folder.
         step: steps completed (the step of the last checkpoint).
         status: ``"completed"`` or ``"interrupted"`` (a stop signal: see :data:`STOP_SIGNALS`).
-        signal: the signal number that interrupted the run, if any.
+        signal: the stop signal this process received, if any (under DDP the rank that was signalled
+            may be another one; ``status`` is the same on every rank).
         last_loss: the loss of the last step (None when no step ran).
         last_validation_loss: the last validation loss, if validation ran.
         skipped_steps: steps skipped for NaN/Inf over the whole run (resumed parts included).
