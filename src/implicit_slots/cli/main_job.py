@@ -51,8 +51,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from implicit_slots.config import ConfigError, load_config
     from implicit_slots.evaluation.runner import EvaluationRunError, evaluate_run
-    from implicit_slots.experiment.checkpoint import CHECKPOINT_NAME, load_checkpoint
-    from implicit_slots.training import (
+    from implicit_slots.training.checkpoint import load_checkpoint
+    from implicit_slots.training.loop import (
+        CHECKPOINT_NAME,
         DIVERGED_EXIT_CODE,
         INTERRUPTED_EXIT_CODE,
         CheckpointWriteError,
