@@ -1,5 +1,5 @@
 """Benchmarks that print tables (run through ``implicit-slots bench NAME``); never timed tests."""
 
 
-class BenchmarkError(ValueError):
-    """A benchmark's arguments or inputs are invalid; ``implicit-slots bench`` prints the message (exit 2)."""
+class BenchmarkError(Exception):
+    """A user-facing benchmark error (bad option, missing file): the command line prints it as one line."""

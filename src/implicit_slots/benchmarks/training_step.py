@@ -28,6 +28,7 @@ from pathlib import Path
 
 import torch
 
+from implicit_slots.benchmarks import BenchmarkError
 from implicit_slots.models.slate import Slate, SlateConfig, build_slate
 
 DESCRIPTION = "time one SLATE training step (forward + backward + Adam) for slot-attention variants"
@@ -163,7 +164,6 @@ def profile_step(
 
 def _config_defaults(path: Path) -> tuple[SlateConfig, int, int]:
     """(SLATE config, batch size, image size) of an experiment config; BenchmarkError when it is not SLATE."""
-    from implicit_slots.benchmarks import BenchmarkError
     from implicit_slots.config import ConfigError, load_config
 
     if not path.is_file():
@@ -179,8 +179,6 @@ def _config_defaults(path: Path) -> tuple[SlateConfig, int, int]:
 
 def run(args: argparse.Namespace) -> int:
     """Time every (variant, iterations) pair and print a Markdown table."""
-    from implicit_slots.benchmarks import BenchmarkError
-
     torch.set_num_threads(args.threads)
     try:
         overrides = _parse_overrides(args.model)

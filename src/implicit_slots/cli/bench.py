@@ -10,7 +10,7 @@ import argparse
 import importlib
 from collections.abc import Callable
 
-from implicit_slots.cli import CommandError
+from implicit_slots.benchmarks import BenchmarkError
 
 BENCHMARKS: dict[str, str] = {
     "backward": "implicit_slots.benchmarks.backward",
@@ -33,16 +33,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             raise
         sub = bench_subparsers.add_parser(name, help=module.DESCRIPTION, description=module.DESCRIPTION)
         module.add_arguments(sub)
-        sub.set_defaults(func=_user_errors_as_command_errors(module.run))
+        sub.set_defaults(func=_one_line_errors(module.run))
 
 
-def _user_errors_as_command_errors(
-    run: Callable[[argparse.Namespace], int],
-) -> Callable[[argparse.Namespace], int]:
-    """``run`` with a :class:`~implicit_slots.benchmarks.BenchmarkError` reported as a command-line error."""
-    from implicit_slots.benchmarks import BenchmarkError
+def _one_line_errors(run: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    """``run`` with a :class:`BenchmarkError` turned into the CLI's one-line error."""
 
     def wrapped(args: argparse.Namespace) -> int:
+        from implicit_slots.cli import CommandError
+
         try:
             return run(args)
         except BenchmarkError as error:
