@@ -39,7 +39,7 @@ from implicit_slots.training.data import (
     ShardedEpochOrder,
 )
 from implicit_slots.training.distributed import DistributedContext, register_output_pytrees
-from implicit_slots.training.lock import RunFolderBusyError, RunFolderLock
+from implicit_slots.training.lock import LOCK_NAME, RunFolderBusyError, RunFolderLock
 from implicit_slots.training.logger import RunLogger
 from implicit_slots.training.schedules import LearningRateSchedule, PlateauState
 
@@ -158,7 +158,12 @@ def run_folder_lock(run_dir: Path, ctx: DistributedContext) -> Iterator[None]:
         yield
     finally:
         lock.release()
-        if created and ctx.is_main and [p.name for p in run_dir.iterdir()] == [lock.path.name]:
+        if (
+            created
+            and ctx.is_main
+            and run_dir.is_dir()
+            and [p.name for p in run_dir.iterdir()] == [LOCK_NAME]
+        ):
             lock.path.unlink()
             run_dir.rmdir()
 
