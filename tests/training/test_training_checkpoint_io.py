@@ -1,13 +1,17 @@
-"""Checkpoint files: atomic writes, weights-only loading, RNG round trips, no NaN ever written."""
+"""Checkpoint files: atomic writes, weights-only loading, RNG round trips, no NaN ever written, a full
+disk keeps the previous checkpoint."""
 
+import errno
+import os
 import random
 
 import numpy as np
 import pytest
 import torch
 
-from implicit_slots.training.checkpoint import (
+from implicit_slots.experiment.checkpoint import (
     CHECKPOINT_FORMAT_VERSION,
+    CheckpointWriteError,
     capture_rng_state,
     load_checkpoint,
     load_model_state,
@@ -95,3 +99,50 @@ def test_a_state_that_does_not_fit_the_model_is_one_value_error_naming_the_keys(
         "It was probably written by another version of implicit-slots."
     )
     assert bool((model[1].weight == 7.0).all())  # nothing was loaded, not even the keys that fit
+
+
+def _fill_the_disk_after(monkeypatch: pytest.MonkeyPatch, calls_that_succeed: int) -> None:
+    """torch.save writes part of the file, then fails like a full disk (after some successful calls)."""
+    real = torch.save
+    calls = []
+
+    def save(obj, handle, *args, **kwargs):  # type: ignore[no-untyped-def]
+        calls.append(1)
+        if len(calls) <= calls_that_succeed:
+            return real(obj, handle, *args, **kwargs)
+        handle.write(b"PK\x03\x04 partial")
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(torch, "save", save)
+
+
+def test_a_full_disk_keeps_the_previous_checkpoint(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = save_checkpoint_atomic(_state(1.0), tmp_path / "c.pt")
+    _fill_the_disk_after(monkeypatch, 0)
+    with pytest.raises(
+        CheckpointWriteError, match=r"c.pt.*No space left on device.*previous checkpoint .* intact"
+    ):
+        save_checkpoint_atomic(_state(2.0), path)
+    assert torch.equal(load_checkpoint(path)["model"]["w"], torch.full((2,), 1.0))
+    assert [p.name for p in tmp_path.iterdir()] == ["c.pt"]  # the partial temporary file is gone
+
+
+def test_a_full_disk_ends_the_run_with_one_message(
+    tmp_path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tiny_training_setup import tiny_dataset_factory, write_config
+
+    from implicit_slots.cli import main
+    from implicit_slots.experiment import datasets as data_module
+    from implicit_slots.training.logger import read_metrics
+
+    monkeypatch.setattr(data_module, "build_dataset_split", tiny_dataset_factory)
+    _fill_the_disk_after(monkeypatch, 1)  # the checkpoint of step 3 is written, that of step 6 is not
+    config = write_config(tmp_path / "c.yaml", training={"max_steps": 9, "checkpoint_every": 3})
+    run_dir = tmp_path / "run"
+    assert main(["train", str(config), "--run-dir", str(run_dir)]) == 1
+    errors = [line for line in capsys.readouterr().err.splitlines() if "error" in line]
+    assert len(errors) == 1 and "No space left on device" in errors[0] and "intact" in errors[0], errors
+    assert load_checkpoint(run_dir / "checkpoints/last.pt")["step"] == 3
+    assert [p.name for p in (run_dir / "checkpoints").iterdir()] == ["last.pt"]
+    assert read_metrics(run_dir / "metrics.jsonl")[-1]["step"] == 6  # the run ended at the failed write

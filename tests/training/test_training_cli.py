@@ -12,8 +12,9 @@ from tiny_training_setup import MODEL_NAME, tiny_dataset_factory, write_config
 from implicit_slots import evaluation
 from implicit_slots.cli import main
 from implicit_slots.evaluation import EvaluationOptions, EvaluationReport
-from implicit_slots.training import data as data_module
-from implicit_slots.training.checkpoint import load_checkpoint
+from implicit_slots.experiment import datasets as data_module
+from implicit_slots.experiment.checkpoint import load_checkpoint
+from implicit_slots.training import INTERRUPTED_EXIT_CODE
 from implicit_slots.training.logger import read_metrics
 
 
@@ -138,16 +139,16 @@ def test_evaluate_writes_metrics_json(
     assert "is not a run folder" in capsys.readouterr().err
 
 
-def test_sigterm_writes_a_final_checkpoint_and_exits_143(
+def test_sigterm_writes_a_final_checkpoint_and_exits_with_the_interrupted_code(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     # The tiny model sends SIGTERM to this process during training forward 3; the handler only sets a
-    # flag, the step finishes, a checkpoint is written and the command returns 128 + 15.
+    # flag, the step finishes, a checkpoint is written and the command returns INTERRUPTED_EXIT_CODE.
     config = write_config(tmp_path / "exp.yaml", model={"name": MODEL_NAME, "signal_on_call": 3})
     run_dir = tmp_path / "r"
     overrides = ["training.max_steps=50", "training.checkpoint_every=0"]
-    assert main(["train", str(config), "--run-dir", str(run_dir), *overrides]) == 128 + signal.SIGTERM
-    assert "interrupted at step 3" in capsys.readouterr().err
+    assert main(["train", str(config), "--run-dir", str(run_dir), *overrides]) == INTERRUPTED_EXIT_CODE == 4
+    assert "interrupted at step 3 by SIGTERM: checkpoint written" in capsys.readouterr().err
     assert load_checkpoint(run_dir / "checkpoints/last.pt")["step"] == 3  # written by the signal only
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the handler was restored
     assert main(["train", "--resume", str(run_dir), "training.max_steps=5", "model.signal_on_call=0"]) == 0

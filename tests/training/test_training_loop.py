@@ -9,8 +9,9 @@ from tiny_training_setup import tiny_dataset_factory, write_config
 
 from implicit_slots.config import ExperimentConfig, apply_overrides, load_config
 from implicit_slots.evaluation.runner import EvaluationRunError, load_trained_model
-from implicit_slots.training import TrainingDivergedError, TrainingSetupError, build_model, train
-from implicit_slots.training.checkpoint import load_checkpoint, save_checkpoint_atomic
+from implicit_slots.experiment import ExperimentSetupError, build_model
+from implicit_slots.experiment.checkpoint import load_checkpoint, save_checkpoint_atomic
+from implicit_slots.training import TrainingDivergedError, TrainingSetupError, train
 from implicit_slots.training.logger import read_metrics
 from implicit_slots.training.schedules import scheduled_value
 
@@ -185,6 +186,7 @@ def test_setup_errors_name_the_problem(tmp_path: Path) -> None:
         _run(_config(tmp_path, "training.batch_size=32"), tmp_path / "c")
     with pytest.raises(TrainingSetupError, match=r"data \(name 'nope'\): unknown dataset 'nope'"):
         _run(_config(tmp_path, "data.name=nope"), tmp_path / "d")
+    assert not (tmp_path / "d").exists()  # a failed set-up leaves no folder behind (not even its lock)
     config = _config(tmp_path, "training.max_steps=1")
     _run(config, tmp_path / "e")
     with pytest.raises(TrainingSetupError, match=r"already holds a run .* --resume"):
@@ -223,8 +225,8 @@ def test_grad_clip_switch_reaches_the_update(
     calls: list[tuple[str | None, float, float]] = []
     real = loop.clip_gradients
 
-    def spy(params, kind, max_norm):  # records the bound and the gradient norm after clipping
-        before = real(params, kind, max_norm)
+    def spy(params, kind, max_norm, l2_norm=None):  # records the bound and the norm after clipping
+        before = real(params, kind, max_norm, l2_norm)
         after = loop.total_gradient_norm(params, kind or "l2")
         calls.append((kind, max_norm, float(after) if before is not None else math.nan))
         return before
@@ -242,10 +244,13 @@ def test_grad_clip_switch_reaches_the_update(
         assert all(after == pytest.approx(1e-3, rel=1e-3) for _, _, after in calls)
 
 
-def test_model_builder_errors_name_the_model() -> None:
+def test_model_builder_errors_name_the_model(tmp_path: Path) -> None:
     from implicit_slots.config import load_config
 
     repo = Path(__file__).resolve().parents[2]
     config = load_config(repo / "configs" / "slate_clevr_lite.yaml", ["model.position_init=fourier"])
-    with pytest.raises(TrainingSetupError, match=r"model 'slate': position_init must be .* got 'fourier'"):
+    with pytest.raises(ExperimentSetupError, match=r"model 'slate': position_init must be .* got 'fourier'"):
         build_model(config)
+    # train() reports the same problem as its own setup error (the CLI prints it, exit 2).
+    with pytest.raises(TrainingSetupError, match=r"model 'slate': position_init must be .* got 'fourier'"):
+        train(config, tmp_path / "run")

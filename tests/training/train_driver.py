@@ -11,10 +11,27 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import tiny_training_setup
 
-from implicit_slots.training import data as data_module
+from implicit_slots.experiment import datasets as data_module
 
 tiny_training_setup.register_tiny_model()
 data_module.build_dataset_split = tiny_training_setup.tiny_dataset_factory
+
+
+def _fill_the_disk_after(successful_writes: int) -> None:
+    """Make every checkpoint write after the first ``successful_writes`` fail like a full disk (at the
+    fsync; torch.save itself is also used by torch.distributed to pickle objects, so it stays intact)."""
+    import errno
+    import os
+
+    real, calls = os.fsync, []
+
+    def fsync(fd: int) -> None:
+        calls.append(1)
+        if len(calls) > successful_writes:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        real(fd)
+
+    os.fsync = fsync
 
 
 def main() -> int:
@@ -30,11 +47,22 @@ def main() -> int:
         from implicit_slots.training import train
 
         config_path, run_dir = args
-        result = train(load_config(config_path), run_dir)
         rank = int(os.environ["RANK"])
+        pid_file = Path(run_dir).parent / f"{Path(run_dir).name}-rank{rank}.pid"
+        pid_file.write_text(str(os.getpid()))  # lets a test signal one rank
+        fail_after = os.environ.get("TEST_FAIL_CHECKPOINT_WRITES_AFTER")
+        if fail_after is not None and rank == 0:
+            _fill_the_disk_after(int(fail_after))
+        result = train(load_config(config_path), run_dir)
         state = {k: v.detach().clone() for k, v in result.model.state_dict().items()}
         torch.save(
-            {"state": state, "world_size": int(os.environ["WORLD_SIZE"])}, Path(run_dir) / f"rank{rank}.pt"
+            {
+                "state": state,
+                "world_size": int(os.environ["WORLD_SIZE"]),
+                "status": result.status,
+                "step": result.step,
+            },
+            Path(run_dir) / f"rank{rank}.pt",
         )
         return 0
     raise SystemExit(f"unknown mode {mode!r}")

@@ -28,6 +28,7 @@ from pathlib import Path
 
 import torch
 
+from implicit_slots.benchmarks import BenchmarkError
 from implicit_slots.models.slate import Slate, SlateConfig, build_slate
 
 DESCRIPTION = "time one SLATE training step (forward + backward + Adam) for slot-attention variants"
@@ -162,30 +163,27 @@ def profile_step(
 
 
 def _config_defaults(path: Path) -> tuple[SlateConfig, int, int]:
-    """(SLATE config, batch size, image size) of an experiment config; CommandError when it is not SLATE."""
-    from implicit_slots.cli import CommandError
+    """(SLATE config, batch size, image size) of an experiment config; BenchmarkError when it is not SLATE."""
     from implicit_slots.config import ConfigError, load_config
 
     if not path.is_file():
-        raise CommandError(f"config file {str(path)!r} does not exist")
+        raise BenchmarkError(f"config file {str(path)!r} does not exist")
     try:
         config = load_config(path)
     except ConfigError as error:
-        raise CommandError(str(error)) from error
+        raise BenchmarkError(str(error)) from error
     if not isinstance(config.model.config, SlateConfig):
-        raise CommandError(f"{str(path)!r} configures model {config.model.name!r}; train-step times SLATE")
+        raise BenchmarkError(f"{str(path)!r} configures model {config.model.name!r}; train-step times SLATE")
     return config.model.config, config.training.batch_size, config.model.config.image_size
 
 
 def run(args: argparse.Namespace) -> int:
     """Time every (variant, iterations) pair and print a Markdown table."""
-    from implicit_slots.cli import CommandError
-
     torch.set_num_threads(args.threads)
     try:
         overrides = _parse_overrides(args.model)
     except ValueError as error:
-        raise CommandError(str(error)) from error
+        raise BenchmarkError(str(error)) from error
     base, batch_size, image_size = SlateConfig(), 32, 64
     variants, iterations = ["vanilla", "IN"], [7, 15]
     if args.config is not None:

@@ -4,7 +4,8 @@ Train the default config (implicit SLATE, IN variant, 7 iterations, ``clevr-lite
 2-core CPU) into a run folder, evaluate the last checkpoint on the test split, and print the run
 folder, the key metrics and the figure paths. Re-running continues an interrupted run (``--resume``
 semantics) and skips training that already finished. Exit codes as ``implicit-slots train``: 0 done,
-2 bad command line or config, 3 training stopped by NaN/Inf steps, 130 interrupted.
+2 bad command line or config, 3 training stopped by NaN/Inf steps, 4 interrupted by a stop signal
+(checkpointed; run again to resume).
 """
 
 from __future__ import annotations
@@ -58,6 +59,8 @@ def run(args: argparse.Namespace) -> int:
     from implicit_slots.training.loop import (
         CHECKPOINT_NAME,
         DIVERGED_EXIT_CODE,
+        INTERRUPTED_EXIT_CODE,
+        CheckpointWriteError,
         TrainingDivergedError,
         TrainingSetupError,
         train,
@@ -94,9 +97,12 @@ def run(args: argparse.Namespace) -> int:
         except TrainingDivergedError as error:
             print(f"implicit-slots main-job: error: {error}", file=sys.stderr)
             return DIVERGED_EXIT_CODE
+        except CheckpointWriteError as error:
+            print(f"implicit-slots main-job: error: {error}", file=sys.stderr)
+            return 1
         if result.status != "completed":
             print(f"[main-job] training interrupted at step {result.step}; run `make run` again to resume")
-            return 130
+            return INTERRUPTED_EXIT_CODE
     print(f"[main-job] evaluating on the test split ({args.eval_images} images)")
     try:
         evaluation = evaluate_run(run_dir, "test", fid_weights=args.fid_weights, max_images=args.eval_images)

@@ -8,9 +8,10 @@ Usage::
 Overrides are dotted config keys (``training.max_steps=1000``, ``model.num_slots=11``). A new run goes to
 ``--run-dir`` or ``runs/<config-stem>-<UTC timestamp>``; ``--resume`` continues the run in RUN_DIR from its
 ``checkpoints/last.pt`` with RUN_DIR/config.yaml plus the overrides. Exit codes: 0 finished, 1 crashed
-(an unexpected exception, with its traceback), 2 bad command line / config, 3 stopped by NaN/Inf steps
-(diverged; the last good state is checkpointed), 128 + signal number when stopped by SIGINT/SIGTERM (after
-writing a checkpoint).
+(an unexpected exception, with its traceback; or a checkpoint that could not be written, with one message),
+2 bad command line / config (or a run folder another live process is training), 3 stopped by NaN/Inf steps
+(diverged; the last good state is checkpointed), 4 stopped by SIGTERM / SIGUSR1 / SIGINT after finishing the
+step and writing a checkpoint (``--resume`` continues it; a cluster job script requeues on 4).
 """
 
 from __future__ import annotations
@@ -90,6 +91,8 @@ def run(args: argparse.Namespace) -> int:
     """Run the command; returns the exit code."""
     from implicit_slots.training import (
         DIVERGED_EXIT_CODE,
+        INTERRUPTED_EXIT_CODE,
+        CheckpointWriteError,
         TrainingDivergedError,
         TrainingSetupError,
         train,
@@ -126,10 +129,11 @@ def run(args: argparse.Namespace) -> int:
     except TrainingDivergedError as error:
         print(f"implicit-slots train: error: {error}", file=sys.stderr)
         return DIVERGED_EXIT_CODE
+    except CheckpointWriteError as error:
+        print(f"implicit-slots train: error: {error}", file=sys.stderr)
+        return 1
     print(
         f"{result.status} at step {result.step}: run folder {result.run_dir}"
         + (f", last loss {result.last_loss:.6g}" if result.last_loss is not None else "")
     )
-    if result.status == "interrupted" and result.signal is not None:
-        return 128 + int(result.signal)
-    return 0
+    return INTERRUPTED_EXIT_CODE if result.status == "interrupted" else 0

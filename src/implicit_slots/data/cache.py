@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from implicit_slots.data.registry import ObjectDataset
+from implicit_slots.data.dataset import ObjectDataset
 from implicit_slots.data.schema import masks_from_labels
 
 CACHE_FORMAT_VERSION = 1

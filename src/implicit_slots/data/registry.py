@@ -16,8 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from torch import Tensor
-from torch.utils.data import Dataset
+from implicit_slots.data.dataset import ObjectDataset
 
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 
@@ -31,28 +30,6 @@ _DATASET_MODULES = (
     "implicit_slots.data.loaders.shapestacks",
     "implicit_slots.data.loaders.coco",
 )
-
-
-class ObjectDataset(Dataset[dict[str, Tensor]]):
-    """Base class of every dataset returned by :func:`build_dataset`.
-
-    Attributes:
-        num_objects_max: K, the number of object rows/mask channels (``masks`` has K + 1 channels).
-        has_masks: samples carry ``"masks"``.
-        has_properties: samples carry ``"properties"``.
-        image_size: side length of the (square) images.
-    """
-
-    num_objects_max: int = 0
-    has_masks: bool = False
-    has_properties: bool = False
-    image_size: int = 0
-
-    def __len__(self) -> int:
-        raise NotImplementedError
-
-    def __getitem__(self, index: int) -> dict[str, Tensor]:
-        raise NotImplementedError
 
 
 @dataclass(frozen=True)

@@ -20,11 +20,16 @@ import torch
 
 from implicit_slots.config import ConfigError, ExperimentConfig, load_config
 from implicit_slots.evaluation import EvaluationOptions, get_evaluator
-from implicit_slots.training import data as data_module
-from implicit_slots.training.checkpoint import load_checkpoint, load_model_state, seed_everything
-from implicit_slots.training.data import DatasetFactory
-from implicit_slots.training.distributed import resolve_device
-from implicit_slots.training.loop import CHECKPOINT_NAME, build_model
+from implicit_slots.experiment import datasets as experiment_datasets
+from implicit_slots.experiment.checkpoint import (
+    CHECKPOINT_NAME,
+    load_checkpoint,
+    load_model_state,
+    seed_everything,
+)
+from implicit_slots.experiment.datasets import DatasetFactory
+from implicit_slots.experiment.device import resolve_device
+from implicit_slots.experiment.models import ExperimentSetupError, build_model
 
 __all__ = ["EvaluationRunError", "RunEvaluation", "evaluate_run", "load_trained_model"]
 
@@ -69,10 +74,10 @@ def load_trained_model(
         checkpoint = load_checkpoint(run_dir / CHECKPOINT_NAME, map_location="cpu")
     except (ConfigError, FileNotFoundError, ValueError) as error:
         raise EvaluationRunError(str(error)) from error
-    model = build_model(config)
     try:
+        model = build_model(config)
         load_model_state(model, checkpoint["model"], run_dir / CHECKPOINT_NAME)
-    except ValueError as error:
+    except (ExperimentSetupError, ValueError) as error:
         raise EvaluationRunError(str(error)) from error
     model.to(device).eval()
     return model, config, int(checkpoint["step"])
@@ -116,7 +121,7 @@ def evaluate_run(
         evaluator = get_evaluator(config.model.name)
     except KeyError as error:
         raise EvaluationRunError(str(error.args[0])) from error
-    factory = dataset_factory if dataset_factory is not None else data_module.build_dataset_split
+    factory = dataset_factory if dataset_factory is not None else experiment_datasets.build_dataset_split
     try:
         dataset = factory(config.data, split)
     except (KeyError, ValueError, FileNotFoundError) as error:

@@ -34,7 +34,7 @@ from implicit_slots.reproduce.experiments import (
     Experiment,
     config_names,
 )
-from implicit_slots.training import DIVERGED_EXIT_CODE
+from implicit_slots.training import DIVERGED_EXIT_CODE, INTERRUPTED_EXIT_CODE
 
 __all__ = [
     "RUN_STATUS_FILE",
@@ -270,7 +270,7 @@ class JobResult:
         spec: the run.
         trained: training ran in this invocation.
         evaluated: evaluation ran in this invocation.
-        status: ``complete``, ``diverged``, ``train-failed`` or ``eval-failed``.
+        status: ``complete``, ``diverged``, ``interrupted`` (resumable), ``train-failed`` or ``eval-failed``.
         seconds: wall time spent on it in this invocation.
         message: the last lines of a failing subprocess's output.
     """
@@ -396,6 +396,11 @@ def _run_one(spec: RunSpec, options: ExecutionOptions, lock: threading.Lock) -> 
                 _write_status(spec, {"train": "diverged", "checkpoint_step": state.checkpoint_step})
                 state = inspect_run(spec.run_dir, max_steps)
                 say(f"diverged (NaN/Inf steps), last finite checkpoint at step {state.checkpoint_step}")
+            elif code == INTERRUPTED_EXIT_CODE:  # stopped by a signal after a checkpoint: resumable
+                result.status, result.message = "interrupted", tail
+                result.seconds = time.perf_counter() - started
+                say(f"interrupted at step {state.checkpoint_step} (checkpoint written); run again to resume")
+                return result
             elif code != 0 or not state.trained:
                 result.status, result.message = "train-failed", tail
                 result.seconds = time.perf_counter() - started

@@ -8,6 +8,7 @@ from implicit_slots.slot_attention.module import (
     LearnedQueryInitializer,
     SlotAttention,
     SlotAttentionOutput,
+    set_residual_recording,
 )
 
 __all__ = [
@@ -20,4 +21,5 @@ __all__ = [
     "SlotAttentionConfig",
     "SlotAttentionOutput",
     "build_slot_attention",
+    "set_residual_recording",
 ]

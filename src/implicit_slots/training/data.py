@@ -1,4 +1,5 @@
-"""Data for the engine: a resumable, rank-sharded sample order and the dataset factory hook.
+"""Data for the engine: a resumable, rank-sharded sample order (the dataset factory is in
+:mod:`implicit_slots.experiment.datasets`).
 
 The order of training samples is a pure function of ``(seed, epoch)``; the position inside an epoch is
 the only other state. A checkpoint stores ``(epoch, position)``, so a resumed run reads exactly the
@@ -7,7 +8,7 @@ batches the uninterrupted run would have read, with or without DataLoader worker
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,7 +17,8 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 from torch.utils.data import default_collate as torch_default_collate
 
-from implicit_slots.config import DataConfig
+# Re-exported: code outside the engine imports the dataset factory from here.
+from implicit_slots.experiment.datasets import DatasetFactory, build_dataset_split
 
 __all__ = [
     "BatchStream",
@@ -27,34 +29,6 @@ __all__ = [
     "collate",
     "validation_batches",
 ]
-
-DatasetFactory = Callable[[DataConfig, str], Dataset]
-
-
-def build_dataset_split(data: DataConfig, split: str) -> Dataset:
-    """The default dataset factory: ``implicit_slots.data.build_dataset`` for one split.
-
-    Tests (and callers with their own data) replace it through ``train(..., dataset_factory=...)`` or by
-    monkeypatching this module attribute; the engine looks it up at call time.
-
-    Args:
-        data: the ``data:`` config section.
-        split: ``"train"``, ``"val"`` or ``"test"``.
-    """
-    from implicit_slots.data import build_dataset
-
-    options = dict(data.options)
-    if data.cache_dir is not None:  # only datasets that cache accept it
-        options["cache_dir"] = data.cache_dir
-    return build_dataset(
-        data.name,
-        split=split,
-        image_size=data.image_size,
-        seed=data.seed,
-        root=data.root,
-        num_samples=getattr(data.num_samples, split, None),
-        **options,
-    )
 
 
 def collate(samples: Sequence[dict[str, Tensor]]) -> dict[str, Tensor]:

@@ -16,24 +16,9 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
+from implicit_slots.experiment.device import resolve_device
+
 __all__ = ["DistributedContext", "register_output_pytrees", "resolve_device", "setup_distributed"]
-
-
-def resolve_device(preference: str, local_rank: int = 0) -> torch.device:
-    """``auto`` -> CUDA when available, else CPU; ``cuda`` picks ``cuda:LOCAL_RANK``.
-
-    Raises:
-        ValueError: ``cuda`` requested on a machine without CUDA, or an unknown preference.
-    """
-    if preference == "auto":
-        preference = "cuda" if torch.cuda.is_available() else "cpu"
-    if preference == "cpu":
-        return torch.device("cpu")
-    if preference == "cuda":
-        if not torch.cuda.is_available():
-            raise ValueError("training.device is 'cuda' but torch.cuda.is_available() is False")
-        return torch.device("cuda", local_rank % max(1, torch.cuda.device_count()))
-    raise ValueError(f"unknown device {preference!r}; valid: ['auto', 'cpu', 'cuda']")
 
 
 @dataclass
