@@ -4,7 +4,7 @@ From the bottom up (style.md, docs/architecture.md); a package may import any pa
 never one of its own layer or above::
 
     fixed_point, metrics, data  <  slot_attention  <  diagnostics  <  models  <  config  <  experiment
-      <  training, evaluation  <  benchmarks, reproduce  <  cli
+      <  pretrained  <  training, evaluation  <  benchmarks, reproduce  <  cli
 
 Every module of the package is read (its whole syntax tree, so imports inside functions count too, and
 relative imports are resolved). ``import implicit_slots`` alone (the version) is allowed everywhere.
@@ -26,6 +26,7 @@ LAYERS: list[set[str]] = [
     {"models"},
     {"config"},
     {"experiment"},
+    {"pretrained"},
     {"training", "evaluation"},
     {"benchmarks", "reproduce"},
     {"cli"},

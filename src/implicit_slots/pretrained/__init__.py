@@ -15,11 +15,10 @@ from pathlib import Path
 
 import torch
 
-from implicit_slots.models.registry import get_model_spec
+from implicit_slots.experiment import ExperimentSetupError, build_model, load_model_state
 from implicit_slots.pretrained.catalog import ModelCard, available_pretrained, get_card, weights_path
 from implicit_slots.pretrained.segmentation import PretrainedModel, Segmentation
 from implicit_slots.pretrained.weights import ModelFile, ModelFileError, read_model_file, write_weights
-from implicit_slots.training.checkpoint import load_model_state
 
 __all__ = [
     "ModelCard",
@@ -58,8 +57,8 @@ def load_pretrained(name_or_path: str | Path, device: str | torch.device = "cpu"
         )
     loaded = read_model_file(path)
     try:
-        model = get_model_spec(loaded.config.model.name).build(loaded.config.model.config)
-    except (KeyError, ValueError) as error:
+        model = build_model(loaded.config)
+    except (KeyError, ExperimentSetupError) as error:
         raise ModelFileError(f"{loaded.source}: cannot build its model: {error}") from error
     try:
         load_model_state(model, loaded.state, loaded.source)
