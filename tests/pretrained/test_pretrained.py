@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import pickle
+import shlex
 from pathlib import Path
 
 import numpy as np
@@ -245,3 +247,39 @@ def test_every_shipped_model_loads_with_its_card(name: str) -> None:
     assert card.name == name and model.config.model.name == card.model
     assert model.step == card.steps
     assert weights_path(name).stat().st_size < 20 * 2**20
+
+
+def test_evaluate_pretrained_writes_metrics(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config, model = tiny("autoencoder")
+    config = load_config(
+        None,
+        [
+            *TINY["autoencoder"],
+            "data.name=clevr-lite",
+            "data.image_size=16",
+            "data.num_samples={train: 8, val: 8, test: 8}",
+        ],
+    )
+    weights = write_weights(config, model.state_dict(), 3, tmp_path / "w.pt")
+    out = tmp_path / "eval"
+    assert main(["evaluate", "--pretrained", str(weights), "--out", str(out), "--max-images", "4"]) == 0
+    record = json.loads((out / "metrics.json").read_text())
+    assert record["pretrained"] == str(weights) and record["run_dir"] is None
+    assert record["checkpoint_step"] == 3 and record["metrics"]["num_images"] == 4
+    assert "| mse |" in capsys.readouterr().out
+    assert main(["evaluate", str(tmp_path), "--pretrained", str(weights)]) == 2
+    assert main(["evaluate"]) == 2
+    assert "either RUN_DIR or --pretrained" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", available_pretrained())
+def test_every_shipped_model_reproduces_its_card(name: str, tmp_path: Path) -> None:
+    """``implicit-slots evaluate --pretrained NAME`` gives the numbers of the model card."""
+    card = get_card(name)
+    arguments = shlex.split(card.evaluation_command)
+    assert arguments[:4] == ["implicit-slots", "evaluate", "--pretrained", name], card.evaluation_command
+    assert main([*arguments[1:], "--out", str(tmp_path)]) == 0
+    measured = json.loads((tmp_path / "metrics.json").read_text())["metrics"]
+    for key, value in card.metrics.items():
+        assert measured[key] == pytest.approx(value, rel=2e-3, abs=2e-3), key

@@ -6,6 +6,9 @@ model and the requested split of the dataset, calls ``get_evaluator(model_name)`
 
     {"run_dir": ..., "model": "slate", "split": "test", "checkpoint_step": 250000,
      "metrics": {"mse": ..., "num_images": ...}, "figures": ["eval/....png"], "options": {...}}
+
+``evaluate_pretrained(NAME, OUT_DIR)`` does the same for a shipped model (:mod:`implicit_slots.pretrained`)
+and writes ``OUT_DIR/metrics.json`` (``"run_dir": null, "pretrained": NAME``).
 """
 
 from __future__ import annotations
@@ -30,8 +33,9 @@ from implicit_slots.experiment.checkpoint import (
 from implicit_slots.experiment.datasets import DatasetFactory
 from implicit_slots.experiment.device import resolve_device
 from implicit_slots.experiment.models import ExperimentSetupError, build_model
+from implicit_slots.pretrained import ModelFileError, load_pretrained
 
-__all__ = ["EvaluationRunError", "RunEvaluation", "evaluate_run", "load_trained_model"]
+__all__ = ["EvaluationRunError", "RunEvaluation", "evaluate_pretrained", "evaluate_run", "load_trained_model"]
 
 
 class EvaluationRunError(ValueError):
@@ -117,6 +121,84 @@ def evaluate_run(
     run_dir = Path(run_dir)
     torch_device = resolve_device(device)
     model, config, step = load_trained_model(run_dir, torch_device)
+    return _evaluate(
+        model,
+        config,
+        step,
+        run_dir / "eval",
+        {"run_dir": str(run_dir)},
+        split,
+        fid_weights=fid_weights,
+        max_images=max_images,
+        batch_size=batch_size,
+        device=torch_device,
+        seed=seed,
+        dataset_factory=dataset_factory,
+    )
+
+
+def evaluate_pretrained(
+    name_or_path: str | Path,
+    out_dir: str | Path,
+    split: str = "test",
+    *,
+    fid_weights: str | Path | None = None,
+    max_images: int | None = None,
+    batch_size: int | None = None,
+    device: str = "auto",
+    seed: int | None = None,
+    dataset_factory: DatasetFactory | None = None,
+) -> RunEvaluation:
+    """Evaluate a shipped model (or a weights file) and write ``OUT_DIR/metrics.json``.
+
+    The same evaluation as :func:`evaluate_run`, on the dataset of the model's config; a shipped model's
+    card lists the numbers this gives with ``--max-images`` as in its ``evaluation_command``.
+
+    Args:
+        name_or_path: a shipped name (``implicit-slots pretrained list``), weights file, checkpoint or run.
+        out_dir: folder for metrics.json and the figures.
+        split, fid_weights, max_images, batch_size, device, seed, dataset_factory: as :func:`evaluate_run`.
+
+    Raises:
+        EvaluationRunError: the model cannot be loaded or evaluated; the message says why.
+    """
+    torch_device = resolve_device(device)
+    try:
+        pretrained = load_pretrained(name_or_path, device=torch_device)
+    except ModelFileError as error:
+        raise EvaluationRunError(str(error)) from error
+    return _evaluate(
+        pretrained.model,
+        pretrained.config,
+        pretrained.step,
+        Path(out_dir),
+        {"run_dir": None, "pretrained": str(name_or_path)},
+        split,
+        fid_weights=fid_weights,
+        max_images=max_images,
+        batch_size=batch_size,
+        device=torch_device,
+        seed=seed,
+        dataset_factory=dataset_factory,
+    )
+
+
+def _evaluate(
+    model: Any,
+    config: ExperimentConfig,
+    step: int,
+    out_dir: Path,
+    source: dict[str, Any],
+    split: str,
+    *,
+    fid_weights: str | Path | None,
+    max_images: int | None,
+    batch_size: int | None,
+    device: torch.device,
+    seed: int | None,
+    dataset_factory: DatasetFactory | None,
+) -> RunEvaluation:
+    """Run the model's evaluator on ``split`` of its config's dataset and write ``out_dir/metrics.json``."""
     try:
         evaluator = get_evaluator(config.model.name)
     except KeyError as error:
@@ -129,7 +211,6 @@ def evaluate_run(
         raise EvaluationRunError(f"data (name {config.data.name!r}, split {split!r}): {message}") from error
     if fid_weights is not None and not Path(fid_weights).is_file():
         raise EvaluationRunError(f"--fid-weights {str(fid_weights)!r} is not a file")
-    out_dir = run_dir / "eval"
     out_dir.mkdir(parents=True, exist_ok=True)
     options = EvaluationOptions(
         out_dir=out_dir,
@@ -137,27 +218,27 @@ def evaluate_run(
         batch_size=batch_size or config.training.batch_size,
         max_images=max_images,
         fid_weights=Path(fid_weights) if fid_weights is not None else None,
-        device=torch_device,
+        device=device,
         seed=config.training.seed if seed is None else seed,
     )
     seed_everything(options.seed)
     report = evaluator(model, dataset, options)
+    base = out_dir.parent if source.get("run_dir") is not None else out_dir
     record = {
-        "run_dir": str(run_dir),
+        **source,
         "model": config.model.name,
         "split": split,
         "checkpoint_step": step,
         "metrics": {name: _json_number(value) for name, value in report.metrics.items()},
         "figures": [
-            str(Path(f).relative_to(run_dir)) if Path(f).is_relative_to(run_dir) else str(f)
-            for f in report.figures
+            str(Path(f).relative_to(base)) if Path(f).is_relative_to(base) else str(f) for f in report.figures
         ],
         "options": {
             "batch_size": options.batch_size,
             "max_images": max_images,
             "fid_weights": str(fid_weights) if fid_weights is not None else None,
             "seed": options.seed,
-            "device": str(torch_device),
+            "device": str(device),
         },
     }
     path = out_dir / "metrics.json"
