@@ -14,6 +14,7 @@ BENCHMARKS: dict[str, str] = {
     "generation": "implicit_slots.benchmarks.generation",
     "train-step": "implicit_slots.benchmarks.training_step",
     "data": "implicit_slots.benchmarks.data_speed",
+    "solvers": "implicit_slots.benchmarks.solvers",
 }
 
 

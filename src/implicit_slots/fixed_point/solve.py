@@ -21,7 +21,7 @@ def solve(
     backward_solver: str | ForwardSolver = "broyden",
     backward_max_iterations: int = 30,
     backward_tolerance: float = 1e-6,
-    return_iterate: ReturnIterate = "last",
+    return_iterate: ReturnIterate | None = None,
     stop_mode: StopMode = "relative",
     compute_residual: bool = True,
 ) -> Solution:
@@ -38,7 +38,8 @@ def solve(
         backward_solver: solver of the IFT's linear fixed point ``uᵀ = uᵀJ + ∂ℓ/∂z*`` (Eq. 2).
         backward_max_iterations: its maximum number of iterations.
         backward_tolerance: its tolerance.
-        return_iterate: "last" iterate or, per sample, the lowest-residual evaluated ("best").
+        return_iterate: "last" iterate or, per sample, the lowest-residual evaluated one ("best");
+            default (None): "best" for Anderson and Broyden, "last" for plain iteration.
         stop_mode: whether ``tolerance`` applies to the "relative" or the "absolute" residual.
         compute_residual: measure the residual at the returned point (one extra tape-free call).
 

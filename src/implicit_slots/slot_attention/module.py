@@ -122,8 +122,8 @@ class SlotAttention(nn.Module):
         backward_solver: backward solver of the IFT estimator (overrides the variant's).
         backward_max_iterations: its iteration budget (paper: 7 for Broyden).
         backward_tolerance: its tolerance.
-        return_iterate: "last" or "best" iterate of the forward solver (default: "best" for Broyden /
-            Anderson as DEQ, "last" for plain iteration).
+        return_iterate: "last" or "best" iterate of the forward solver (default: the solver's own,
+            "best" for Broyden / Anderson as DEQ, "last" for plain iteration).
         epsilon: added to the attention before the weighted mean.
         initialization: "gaussian" (the paper's: a shared learned Gaussian, frozen under Neumann / IFT,
             see :class:`GaussianSlotInitializer`) or "learned_queries" (BO-QSA: K learned slots trained
@@ -157,11 +157,8 @@ class SlotAttention(nn.Module):
                 f"initialization must be one of {', '.join(SLOT_INITIALIZATIONS)}, got {initialization!r}"
             )
         chosen = get_variant(variant)
-        solver_name = solver if solver is not None else chosen.solver
-        if return_iterate is None:
-            return_iterate = "last" if solver_name == "iteration" else "best"
         self.solver = get_solver(
-            solver_name,
+            solver if solver is not None else chosen.solver,
             num_iterations,
             tolerance,
             return_iterate=return_iterate,
