@@ -118,7 +118,7 @@ def _torchdeq_solve(function: Callable[..., Any], name: str) -> Solve:
 
     def run(f: Map, z0: Tensor, budget: int) -> Tensor:
         state, _, _ = function(f, z0, max_iter=budget - offset, tol=0.0, stop_mode="rel", **options)
-        return state  # type: ignore[no-any-return]
+        return state
 
     return run
 
