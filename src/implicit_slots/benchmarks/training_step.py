@@ -11,10 +11,16 @@ does not). ``--profile`` adds a torch.profiler table of one step (self CPU time 
 ``--config FILE`` takes the SLATE sizes (``model:`` section), the batch size, the image size, the variant and
 the iteration count from an experiment config instead (options given explicitly still win).
 
+``--against-official PATH`` times official SLATE (a checkout the user provides) against ours instead: both at
+official ``train.py``'s sizes, the same batch, threads and optimizer, each in its own fresh process,
+alternating for ``--rounds`` rounds (:mod:`implicit_slots.benchmarks.official`); ours runs the first of
+``--variants`` (default IN) at the first of ``--iterations`` (default 7, which official runs too).
+
 Example::
 
     OMP_NUM_THREADS=1 implicit-slots bench train-step --batch-size 32 --iterations 7 15
     implicit-slots bench train-step --config configs/slate_clevr_lite.yaml --threads 2
+    implicit-slots bench train-step --against-official ~/slate --rounds 3
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ from pathlib import Path
 
 import torch
 
+from implicit_slots.benchmarks import BenchmarkError
 from implicit_slots.models.slate import Slate, SlateConfig, build_slate
 
 DESCRIPTION = "time one SLATE training step (forward + backward + Adam) for slot-attention variants"
@@ -60,6 +67,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--profile", action="store_true", help="also profile one step of the first configuration"
     )
     parser.add_argument("--profile-rows", type=int, default=15)
+    parser.add_argument(
+        "--against-official",
+        type=Path,
+        default=None,
+        metavar="PATH",
+        help="compare with official SLATE checked out at PATH (separate processes, alternating)",
+    )
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of the official comparison")
 
 
 def _parse_overrides(items: Sequence[str]) -> dict[str, float | int]:
@@ -92,7 +107,8 @@ def build_benchmark_model(
     return build_slate(config)
 
 
-def _make_step(model: Slate) -> tuple[torch.optim.Optimizer, list[torch.nn.Parameter]]:
+def make_optimizer(model: Slate) -> tuple[torch.optim.Optimizer, list[torch.nn.Parameter]]:
+    """Adam over SLATE's two parameter groups (dVAE 3e-4, the rest 1e-4) and the list of all parameters."""
     groups = model.parameter_groups()
     optimizer = torch.optim.Adam(
         [{"params": groups["dvae"], "lr": 3e-4}, {"params": groups["main"], "lr": 1e-4}]
@@ -125,7 +141,7 @@ def time_configuration(
     """(wall, process CPU) milliseconds of each timed training step of one configuration."""
     torch.manual_seed(0)
     model = build_benchmark_model(variant, num_iterations, image_size, overrides, base).train()
-    optimizer, parameters = _make_step(model)
+    optimizer, parameters = make_optimizer(model)
     images = [torch.rand(batch_size, 3, image_size, image_size) for _ in range(2)]
     wall, cpu = [], []
     for index in range(warmup + steps):
@@ -151,7 +167,7 @@ def profile_step(
 
     torch.manual_seed(0)
     model = build_benchmark_model(variant, num_iterations, image_size, overrides, base).train()
-    optimizer, parameters = _make_step(model)
+    optimizer, parameters = make_optimizer(model)
     image = torch.rand(batch_size, 3, image_size, image_size)
     for _ in range(2):
         training_step(model, optimizer, parameters, image)
@@ -162,30 +178,29 @@ def profile_step(
 
 
 def _config_defaults(path: Path) -> tuple[SlateConfig, int, int]:
-    """(SLATE config, batch size, image size) of an experiment config; CommandError when it is not SLATE."""
-    from implicit_slots.cli import CommandError
+    """(SLATE config, batch size, image size) of an experiment config; BenchmarkError when it is not SLATE."""
     from implicit_slots.config import ConfigError, load_config
 
     if not path.is_file():
-        raise CommandError(f"config file {str(path)!r} does not exist")
+        raise BenchmarkError(f"config file {str(path)!r} does not exist")
     try:
         config = load_config(path)
     except ConfigError as error:
-        raise CommandError(str(error)) from error
+        raise BenchmarkError(str(error)) from error
     if not isinstance(config.model.config, SlateConfig):
-        raise CommandError(f"{str(path)!r} configures model {config.model.name!r}; train-step times SLATE")
+        raise BenchmarkError(f"{str(path)!r} configures model {config.model.name!r}; train-step times SLATE")
     return config.model.config, config.training.batch_size, config.model.config.image_size
 
 
 def run(args: argparse.Namespace) -> int:
     """Time every (variant, iterations) pair and print a Markdown table."""
-    from implicit_slots.cli import CommandError
-
+    if args.against_official is not None:
+        return run_against_official(args)
     torch.set_num_threads(args.threads)
     try:
         overrides = _parse_overrides(args.model)
     except ValueError as error:
-        raise CommandError(str(error)) from error
+        raise BenchmarkError(str(error)) from error
     base, batch_size, image_size = SlateConfig(), 32, 64
     variants, iterations = ["vanilla", "IN"], [7, 15]
     if args.config is not None:
@@ -223,4 +238,41 @@ def run(args: argparse.Namespace) -> int:
         print(
             profile_step(variant, num_iterations, batch_size, image_size, overrides, args.profile_rows, base)
         )
+    return 0
+
+
+def run_against_official(args: argparse.Namespace) -> int:
+    """Official SLATE against ours, alternating fresh processes; prints both medians and the ratio."""
+    from implicit_slots.benchmarks import official
+
+    if args.config is not None or args.model:
+        raise BenchmarkError("--against-official compares official train.py sizes; drop --config / --model")
+    try:
+        checkout = official.check_checkout(args.against_official)
+    except ValueError as error:
+        raise BenchmarkError(str(error)) from error
+    variant = (args.variants or ["IN"])[0]
+    iterations = (args.iterations or [7])[0]
+    options: dict[str, object] = {
+        "image_size": args.image_size or 64,
+        "batch_size": args.batch_size or 32,
+        "iterations": iterations,
+        "variant": variant,
+        "threads": args.threads,
+        "warmup": args.warmup,
+        "steps": args.steps,
+    }
+    print(
+        f"SLATE training step, official ({checkout}, vanilla) vs ours ({variant}): {iterations} iterations, "
+        f"batch {options['batch_size']}, {options['image_size']}x{options['image_size']}, {args.threads} "
+        f"thread(s), {args.warmup} warm-up + {args.steps} timed steps per process, {args.rounds} round(s); "
+        f"{official.describe_load()}"
+    )
+    try:
+        comparison = official.compare("train-step", checkout, options, args.rounds)
+    except RuntimeError as error:
+        raise BenchmarkError(str(error)) from error
+    print()
+    print(official.format_comparison(comparison, "per step"))
+    print(f"after: {official.describe_load()}")
     return 0

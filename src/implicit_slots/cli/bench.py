@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import argparse
 import importlib
+from collections.abc import Callable
+
+from implicit_slots.benchmarks import BenchmarkError
 
 BENCHMARKS: dict[str, str] = {
     "backward": "implicit_slots.benchmarks.backward",
@@ -31,4 +34,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             raise
         sub = bench_subparsers.add_parser(name, help=module.DESCRIPTION, description=module.DESCRIPTION)
         module.add_arguments(sub)
-        sub.set_defaults(func=module.run)
+        sub.set_defaults(func=_one_line_errors(module.run))
+
+
+def _one_line_errors(run: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    """``run`` with a :class:`BenchmarkError` turned into the CLI's one-line error."""
+
+    def wrapped(args: argparse.Namespace) -> int:
+        from implicit_slots.cli import CommandError
+
+        try:
+            return run(args)
+        except BenchmarkError as error:
+            raise CommandError(str(error)) from error
+
+    return wrapped
