@@ -59,16 +59,17 @@ class GaussianSlotInitializer(nn.Module):
         nn.init.xavier_uniform_(self.log_sigma)
 
     def forward(self, batch_size: int, num_slots: int, generator: torch.Generator | None = None) -> Tensor:
-        """Sample (B, K, D) initial slots; each sample and slot draws its own noise."""
+        """Sample (B, K, D) initial slots in the parameters' dtype; each sample and slot draws its own noise.
+
+        The noise is drawn and scaled in at least float32 (also for bf16 / fp16 parameters), so that its
+        distribution is not quantised by a low-precision random draw; only the result is rounded.
+        """
+        dtype = torch.promote_types(self.mu.dtype, torch.float32)
         noise = torch.randn(
-            batch_size,
-            num_slots,
-            self.mu.shape[-1],
-            generator=generator,
-            device=self.mu.device,
-            dtype=self.mu.dtype,
-        )
-        return self.mu + self.log_sigma.exp() * noise
+            batch_size, num_slots, self.mu.shape[-1], generator=generator, device=self.mu.device, dtype=dtype
+        )  # (B, K, D)
+        slots = self.mu.to(dtype) + self.log_sigma.to(dtype).exp() * noise
+        return slots.to(self.mu.dtype)
 
 
 class LearnedQueryInitializer(nn.Module):
