@@ -18,6 +18,7 @@ BENCHMARKS: dict[str, str] = {
     "train-step": "implicit_slots.benchmarks.training_step",
     "data": "implicit_slots.benchmarks.data_speed",
     "solvers": "implicit_slots.benchmarks.solvers",
+    "gpu": "implicit_slots.benchmarks.gpu",
 }
 
 
