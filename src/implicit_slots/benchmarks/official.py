@@ -16,6 +16,9 @@ What both processes do (the sizes are official ``train.py``'s defaults, which ``
   ``SLATE.reconstruct_autoregressive`` (re-runs the decoder on the whole prefix for every token), ours
   ``Slate.reconstruct_autoregressive`` (key/value cache). One warm-up on two images, then one timed batch.
 
+With ``keep_freed_memory`` (``--keep-freed-memory`` on the command line) both processes first call
+:func:`implicit_slots.models.speed.keep_freed_memory` (glibc keeps freed memory instead of returning it).
+
 Times are wall-clock and process CPU time (with one thread the CPU time is the compute needed even when other
 processes share the cores). The parent prints every round, both pooled medians, their spread and the ratio
 official / ours, with the load average of the machine before and after.
@@ -169,7 +172,12 @@ def child_main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, required=True)
     parser.add_argument("--warmup", type=int, default=0)
     parser.add_argument("--steps", type=int, required=True)
+    parser.add_argument("--keep-freed-memory", type=int, default=0, help="1: glibc keeps freed memory")
     options = parser.parse_args(argv)
+    if options.keep_freed_memory:
+        from implicit_slots.models.speed import keep_freed_memory
+
+        keep_freed_memory()
     torch.set_num_threads(options.threads)
     if options.task == "generation":
         measurement = measure_generation(options, options.implementation)

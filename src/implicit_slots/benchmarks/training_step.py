@@ -75,6 +75,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="compare with official SLATE checked out at PATH (separate processes, alternating)",
     )
     parser.add_argument("--rounds", type=int, default=3, help="rounds of the official comparison")
+    parser.add_argument(
+        "--keep-freed-memory",
+        action="store_true",
+        help="official comparison: both processes keep freed memory (glibc mallopt; models/speed.py)",
+    )
 
 
 def _parse_overrides(items: Sequence[str]) -> dict[str, float | int]:
@@ -261,11 +266,13 @@ def run_against_official(args: argparse.Namespace) -> int:
         "threads": args.threads,
         "warmup": args.warmup,
         "steps": args.steps,
+        "keep_freed_memory": int(args.keep_freed_memory),
     }
     print(
         f"SLATE training step, official ({checkout}, vanilla) vs ours ({variant}): {iterations} iterations, "
         f"batch {options['batch_size']}, {options['image_size']}x{options['image_size']}, {args.threads} "
-        f"thread(s), {args.warmup} warm-up + {args.steps} timed steps per process, {args.rounds} round(s); "
+        f"thread(s), {args.warmup} warm-up + {args.steps} timed steps per process, {args.rounds} round(s), "
+        f"freed memory {'kept (both)' if args.keep_freed_memory else 'returned (glibc default)'}; "
         f"{official.describe_load()}"
     )
     try:
