@@ -36,6 +36,7 @@ import torch
 
 from implicit_slots.benchmarks import BenchmarkError
 from implicit_slots.models.slate import Slate, SlateConfig, build_slate
+from implicit_slots.models.speed import compile_model
 
 DESCRIPTION = "time one SLATE training step (forward + backward + Adam) for slot-attention variants"
 
@@ -65,6 +66,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--profile", action="store_true", help="also profile one step of the first configuration"
+    )
+    parser.add_argument(
+        "--compile",
+        action="store_true",
+        help="compile each model first (models.speed.compile_model, inductor); warm-up steps include it",
     )
     parser.add_argument("--profile-rows", type=int, default=15)
     parser.add_argument(
@@ -142,10 +148,16 @@ def time_configuration(
     warmup: int,
     steps: int,
     base: SlateConfig | None = None,
+    compile_backend: str | None = None,
 ) -> tuple[list[float], list[float]]:
-    """(wall, process CPU) milliseconds of each timed training step of one configuration."""
+    """(wall, process CPU) milliseconds of each timed training step of one configuration.
+
+    ``compile_backend``: compile the model first (:func:`implicit_slots.models.speed.compile_model`).
+    """
     torch.manual_seed(0)
     model = build_benchmark_model(variant, num_iterations, image_size, overrides, base).train()
+    if compile_backend is not None:
+        compile_model(model, backend=compile_backend)
     optimizer, parameters = make_optimizer(model)
     images = [torch.rand(batch_size, 3, image_size, image_size) for _ in range(2)]
     wall, cpu = [], []
@@ -217,7 +229,7 @@ def run(args: argparse.Namespace) -> int:
     print(
         f"SLATE training step{f' of {args.config}' if args.config else ''}: batch {batch_size}, "
         f"{image_size}x{image_size}, {args.threads} thread(s), {args.warmup} warm-up + {args.steps} timed "
-        f"steps, overrides {overrides or 'none'}"
+        f"steps, overrides {overrides or 'none'}{', compiled (inductor)' if args.compile else ''}"
     )
     print()
     print(
@@ -228,7 +240,15 @@ def run(args: argparse.Namespace) -> int:
     for num_iterations in iterations:
         for variant in variants:
             wall, cpu = time_configuration(
-                variant, num_iterations, batch_size, image_size, overrides, args.warmup, args.steps, base
+                variant,
+                num_iterations,
+                batch_size,
+                image_size,
+                overrides,
+                args.warmup,
+                args.steps,
+                base,
+                "inductor" if args.compile else None,
             )
             median, median_cpu = statistics.median(wall), statistics.median(cpu)
             medians[(variant, num_iterations)] = (median, median_cpu)
