@@ -220,8 +220,9 @@ class AndersonSolver(ForwardSolver):
         shape, batch = z0.shape, z0.shape[0]
         memory = min(self.memory, self.max_iterations)
         z = z0
-        states = z0.new_zeros(batch, memory, z0[0].numel())  # (B, m, D): the last m iterates z_i
-        values = torch.zeros_like(states)  # (B, m, D): their f(z_i)
+        values = z0.new_zeros(batch, memory, z0[0].numel())  # (B, m, D): the last m values f(z_i)
+        residuals = torch.zeros_like(values)  # (B, m, D): their residuals f(z_i) − z_i
+        states = torch.zeros_like(values) if self.mixing != 1 else None  # (B, m, D): z_i, for damping only
         # The bordered system [[0, 1ᵀ], [1, G Gᵀ + λ I]] [ν, α] = [1, 0] gives the constrained minimiser.
         system = z0.new_zeros(batch, memory + 1, memory + 1)
         system[:, 0, 1:] = 1
@@ -235,28 +236,34 @@ class AndersonSolver(ForwardSolver):
             if done or (tracker.track_best and index == self.max_iterations - 1):
                 return f_z  # converged, or the last iterate is not wanted: no final mix
             slot = index % memory
-            states[:, slot] = z.reshape(batch, -1)
-            values[:, slot] = f_z.reshape(batch, -1)
+            z_flat, f_flat = z.reshape(batch, -1), f_z.reshape(batch, -1)
+            values[:, slot] = f_flat
+            residuals[:, slot] = f_flat - z_flat
+            if states is not None:
+                states[:, slot] = z_flat
             count = min(index + 1, memory)
             if count == 1:
                 z = self.mixing * f_z + (1 - self.mixing) * z if self.mixing != 1 else f_z
                 continue
+            n = count + 1
             z = self._mix(
-                states[:, :count],
+                residuals[:, :count],
                 values[:, :count],
-                system[:, : count + 1, : count + 1],
-                rhs[:, : count + 1],
+                None if states is None else states[:, :count],
+                system[:, :n, :n],
+                rhs[:, :n],
                 eye[:count, :count],
-                f_z,
-                z,
+                f_flat,
+                z_flat,
                 tracker,
             ).view(shape)
         return z
 
     def _mix(
         self,
-        states: Tensor,
+        residuals: Tensor,
         values: Tensor,
+        states: Tensor | None,
         system: Tensor,
         rhs: Tensor,
         eye: Tensor,
@@ -264,21 +271,20 @@ class AndersonSolver(ForwardSolver):
         z: Tensor,
         tracker: _Tracker,
     ) -> Tensor:
-        """The next iterate (B, D) from the stored pairs (B, n, D) each; a plain step where it fails."""
-        batch = states.shape[0]
-        residuals = values - states  # (B, n, D)
+        """The next iterate (B, D) from the stored residuals, values and states (B, n, D); ``f_z``, ``z``
+        (B, D) give the plain step taken where the least-squares system fails."""
         gram = torch.bmm(residuals, residuals.transpose(1, 2))  # (B, n, n)
         scale = gram.diagonal(dim1=1, dim2=2).mean(dim=1).clamp_min(torch.finfo(gram.dtype).tiny)  # (B,)
         system[:, 1:, 1:] = torch.addcmul(gram, (self.regularisation * scale)[:, None, None], eye)
         solution, info = torch.linalg.solve_ex(system, rhs)  # (B, n + 1, 1)
         alpha = solution[:, 1:].transpose(1, 2)  # (B, 1, n)
         mixed = torch.bmm(alpha, values).squeeze(1)  # (B, D)
-        plain = f_z.reshape(batch, -1)
-        if self.mixing != 1:
+        plain = f_z
+        if states is not None:
             mixed = self.mixing * mixed + (1 - self.mixing) * torch.bmm(alpha, states).squeeze(1)
-            plain = self.mixing * plain + (1 - self.mixing) * z.reshape(batch, -1)
-        # A singular system or a non-finite weight (it makes the mix non-finite) falls back to a plain step.
-        failed = (info != 0) | ~torch.isfinite(mixed).all(dim=1)  # (B,)
+            plain = self.mixing * f_z + (1 - self.mixing) * z
+        # A singular system or a non-finite weight falls back to a plain step.
+        failed = (info != 0) | ~torch.isfinite(alpha).all(dim=2).squeeze(1)  # (B,)
         tracker.add_fallbacks(failed)
         return torch.where(failed[:, None], plain, mixed)
 
