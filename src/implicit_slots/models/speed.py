@@ -24,10 +24,9 @@ from torch import nn
 # glibc's mallopt parameters (malloc.h).
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_THRESHOLD = -3
-_MMAP_THRESHOLD = (
-    2**30
-)  # blocks below 1 GiB come from the heap (glibc's default: 128 KiB, adaptive to 32 MiB)
-_TRIM_THRESHOLD = 2**34  # keep up to 16 GiB of free heap instead of returning it after every step
+# mallopt takes a C int: both values stay below 2**31.
+_MMAP_THRESHOLD = 2**30  # blocks below 1 GiB come from the heap (default: 128 KiB, adaptive up to 32 MiB)
+_TRIM_THRESHOLD = 2**31 - 1  # return the heap's free top to the system only beyond 2 GiB
 
 
 def compile_model(model: nn.Module, backend: str = "inductor", **options: object) -> nn.Module:
