@@ -8,9 +8,10 @@ Neither is used by default; the engine (or a benchmark) opts in.
   2.7-3.2 s per step, after 84 s of compilation), so it is for GPUs (``implicit-slots bench gpu`` measures
   both there).
 - :func:`keep_freed_memory`: glibc returns large freed blocks to the operating system, so every step's large
-  temporaries are mapped and page-faulted again (about 100k minor page faults per SLATE step at official
-  sizes). Raising glibc's mmap and trim thresholds keeps them in the heap for reuse; the peak memory is
-  unchanged, the system time per step drops (measured: 0.22-0.33 s to 0.06 s of CPU time per step).
+  temporaries are mapped and page-faulted again (140k-155k minor page faults per SLATE step at official
+  sizes). Raising glibc's mmap and trim thresholds keeps them in the heap for reuse: 1k-8k faults per
+  step, the same peak memory, and the system time per step drops from 0.33-0.35 s to 0.00-0.03 s
+  (docs/benchmarks.md).
 """
 
 from __future__ import annotations
