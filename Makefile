@@ -22,8 +22,8 @@ run: setup
 	$(PY) -m implicit_slots.cli main-job $(ARGS)
 
 lint: setup
-	$(VENV)/bin/ruff check src tests benchmarks
-	$(VENV)/bin/ruff format --check src tests benchmarks
+	$(VENV)/bin/ruff check src tests
+	$(VENV)/bin/ruff format --check src tests
 
 typecheck: setup
 	$(VENV)/bin/mypy

@@ -12,6 +12,7 @@ from implicit_slots.fixed_point import (
     get_solver,
     solve,
 )
+from implicit_slots.slot_attention import SlotAttention
 
 SOLVERS = ["iteration", "anderson", "broyden"]
 
@@ -177,3 +178,77 @@ def test_low_precision_states_are_solved_in_fp32(name: str) -> None:
     assert result.state.dtype == torch.bfloat16 and set(seen) == {torch.bfloat16}
     assert result.stats.relative_trace.dtype == torch.float32
     assert torch.isfinite(result.state).all()
+
+
+def test_accelerated_solvers_return_their_best_iterate_by_default() -> None:
+    assert get_solver("iteration", 5).return_iterate == "last"  # what unrolling differentiates
+    assert get_solver("anderson", 5).return_iterate == "best"
+    assert get_solver("broyden", 5).return_iterate == "best"
+    # The slot-attention update at random initialisation is not a contraction: Broyden's last step can land
+    # far from the best point it evaluated, and solve() must return the best one.
+    torch.manual_seed(0)
+    module = SlotAttention(16, 4, 16, 32, num_iterations=1).requires_grad_(False)
+    keys, values = module.keys_and_values(torch.randn(8, 32, 16))
+
+    def f(z: torch.Tensor) -> torch.Tensor:
+        return module.cell(z, keys, values).slots
+
+    z0 = module.initializer(8, 4)
+    for name in ("anderson", "broyden"):
+        default = solve(f, z0, solver=name, max_iterations=40, tolerance=0.0, gradient="neumann")
+        with torch.no_grad():
+            best = get_solver(name, 40, return_iterate="best").solve(f, z0).state
+            reached = (f(best) - best).flatten(1).norm(dim=1) / (f(best).flatten(1).norm(dim=1) + 1e-9)
+            torch.testing.assert_close(default.fixed_point, f(best))  # solve() returned f(best iterate)
+        torch.testing.assert_close(reached, default.forward.lowest_relative_residual, rtol=1e-4, atol=1e-7)
+
+
+def _reference_broyden(f, z0: torch.Tensor, budget: int, memory: int) -> torch.Tensor:  # type: ignore[no-untyped-def]
+    """Textbook good Broyden on g = f(z) − z with explicit lists of Sherman-Morrison factors."""
+    z, us, vs = z0.clone(), [], []
+
+    def inverse(x: torch.Tensor) -> torch.Tensor:  # B⁻¹ x with B⁻¹ = −I + Σ u vᵀ
+        return -x + sum((u * (v * x).sum(1, keepdim=True) for u, v in zip(us, vs)), torch.zeros_like(x))
+
+    def transposed(x: torch.Tensor) -> torch.Tensor:  # xᵀ B⁻¹
+        return -x + sum((v * (u * x).sum(1, keepdim=True) for u, v in zip(us, vs)), torch.zeros_like(x))
+
+    g = f(z) - z
+    step = g
+    for _ in range(budget - 1):
+        z_new = z + step
+        g_new = f(z_new) - z_new
+        delta_z, delta_g = z_new - z, g_new - g
+        v = transposed(delta_z)
+        us.append((delta_z - inverse(delta_g)) / (v * delta_g).sum(1, keepdim=True))
+        vs.append(v)
+        del us[:-memory], vs[:-memory]
+        z, g = z_new, g_new
+        step = -inverse(g)
+    return z + step
+
+
+@pytest.mark.parametrize("memory", [None, 3])
+def test_broyden_computes_textbook_broyden(memory: int | None) -> None:
+    problem = TanhContraction.random(batch=3, dim=6, contraction=0.9)
+    z0 = torch.randn(3, 6, dtype=torch.float64)
+    with torch.no_grad():
+        ours = BroydenSolver(9, memory=memory, return_iterate="last").solve(problem, z0).state
+        reference = _reference_broyden(problem, z0, 9, memory or 9)
+    torch.testing.assert_close(ours, reference, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("name", SOLVERS)
+def test_a_fixed_budget_reads_nothing_back_from_the_device(name: str) -> None:
+    # torch.compile(fullgraph=True) fails on any value read back to Python (a graph break): with tolerance 0
+    # the solve must compile whole; with a positive tolerance the convergence check reads a flag back.
+    problem = TanhContraction.random(contraction=0.9)
+    z0 = torch.zeros(3, 5, dtype=torch.float64)
+    fixed = get_solver(name, 4, 0.0)
+    compiled = torch.compile(lambda z: fixed.solve(problem, z).state, fullgraph=True, backend="eager")
+    with torch.no_grad():
+        torch.testing.assert_close(compiled(z0), fixed.solve(problem, z0).state)
+        early = get_solver(name, 4, 1e-3)
+        checked = torch.compile(lambda z: early.solve(problem, z).state, fullgraph=True, backend="eager")
+        with pytest.raises(Exception, match=r"(?i)data.dependent|graph break|unsupported|bool"):
+            checked(z0)

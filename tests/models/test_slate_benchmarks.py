@@ -121,3 +121,11 @@ def test_training_step_bad_inputs_end_in_one_message(
         err = capsys.readouterr().err
         assert message in err and "Traceback" not in err
     torch.set_num_threads(1)
+
+
+def test_training_step_can_time_a_compiled_model() -> None:
+    overrides = {"d_model": 16, "vocab_size": 16, "num_heads": 2, "num_decoder_blocks": 1}
+    wall, cpu = training_step.time_configuration(
+        "IN", 2, 2, 16, overrides, warmup=1, steps=1, compile_backend="eager"
+    )
+    assert len(wall) == len(cpu) == 1 and wall[0] > 0

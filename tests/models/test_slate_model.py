@@ -130,7 +130,7 @@ def test_parameter_groups_partition_the_parameters() -> None:
 
 def test_gumbel_temperature_is_a_scheduled_hyperparameter() -> None:
     model = build_slate(tiny_config())
-    assert model.hyperparameter_names() == ("gumbel_temperature", "scheduled_sampling")
+    assert model.hyperparameter_names() == ("gumbel_temperature",)
     model.set_hyperparameters({"gumbel_temperature": 0.25})
     assert model.gumbel_temperature == 0.25
     with pytest.raises(KeyError, match="gumbel_temperature"):
@@ -263,107 +263,3 @@ def test_sinusoidal_2d_position_init() -> None:
         build_slate(tiny_config(position_init="fourier"))
     with pytest.raises(ValueError, match="divisible by 4"):
         sinusoidal_2d_positions(4, 18)
-
-
-def test_token_dropout_masks_only_the_decoders_prefix(monkeypatch: pytest.MonkeyPatch) -> None:
-    model = build_slate(tiny_config(token_dropout=0.5))
-    assert model.token_embedding.num_embeddings == 12 + 2  # BOS, 12 codes, the mask token
-    assert build_slate(tiny_config()).token_embedding.num_embeddings == 12 + 1  # off: SLATE's table
-    seen: dict[str, torch.Tensor] = {}
-    encode, decode = model.encode_slots, model._teacher_forced_logits
-
-    def spy_encode(embeddings: torch.Tensor, generator: torch.Generator | None = None):  # type: ignore[no-untyped-def]
-        seen["encoder"] = embeddings
-        return encode(embeddings, generator)
-
-    def spy_decode(embedded: torch.Tensor, slots: torch.Tensor) -> torch.Tensor:
-        seen["decoder"] = embedded
-        return decode(embedded, slots)
-
-    monkeypatch.setattr(model, "encode_slots", spy_encode)
-    monkeypatch.setattr(model, "_teacher_forced_logits", spy_decode)
-    torch.manual_seed(0)
-    out = model({"image": torch.rand(8, 3, 16, 16)})
-    clean = model.embed_tokens(out.tokens)
-    torch.testing.assert_close(seen["encoder"], clean[:, 1:])  # the slots read every true token
-    mask_row = model.token_embedding.weight[12 + 1] + model.position_embedding[0, 1:]  # (T, D)
-    masked = torch.isclose(seen["decoder"][:, 1:], mask_row).all(dim=-1)  # (B, T)
-    kept = torch.isclose(seen["decoder"][:, 1:], clean[:, 1:]).all(dim=-1)
-    assert bool((masked | kept).all()) and 0.3 < masked.float().mean().item() < 0.7
-    torch.testing.assert_close(seen["decoder"][:, 0], clean[:, 0])  # BOS is never masked
-    loss = model.compute_loss(out, {"image": torch.rand(8, 3, 16, 16)}).loss  # targets: the true tokens
-    loss.backward()
-    assert (
-        model.token_embedding.weight.grad is not None
-        and model.token_embedding.weight.grad[13].abs().sum() > 0
-    )
-
-    model.eval()  # no masking outside training
-    seen.clear()
-    out = model({"image": torch.rand(2, 3, 16, 16)})
-    torch.testing.assert_close(seen["decoder"], model.embed_tokens(out.tokens))
-    with pytest.raises(ValueError, match=r"model\.token_dropout must be in"):
-        tiny_config(token_dropout=1.0).validate()
-
-
-@pytest.mark.parametrize("probability", [1.0, 0.5])
-def test_scheduled_sampling_feeds_the_decoder_its_own_greedy_predictions(
-    monkeypatch: pytest.MonkeyPatch, probability: float
-) -> None:
-    model = build_slate(tiny_config(scheduled_sampling=probability))
-    assert model.token_embedding.num_embeddings == 12 + 1  # no extra row: predictions are real codes
-    seen: dict[str, list[torch.Tensor]] = {"encoder": [], "decoder": [], "logits": []}
-    encode, decode = model.encode_slots, model._teacher_forced_logits
-
-    def spy_encode(embeddings: torch.Tensor, generator: torch.Generator | None = None):  # type: ignore[no-untyped-def]
-        seen["encoder"].append(embeddings)
-        return encode(embeddings, generator)
-
-    def spy_decode(embedded: torch.Tensor, slots: torch.Tensor) -> torch.Tensor:
-        logits = decode(embedded, slots)
-        seen["decoder"].append(embedded)
-        seen["logits"].append(logits)
-        return logits
-
-    monkeypatch.setattr(model, "encode_slots", spy_encode)
-    monkeypatch.setattr(model, "_teacher_forced_logits", spy_decode)
-    torch.manual_seed(0)
-    out = model({"image": torch.rand(8, 3, 16, 16)})
-    clean = model.embed_tokens(out.tokens)
-    torch.testing.assert_close(seen["encoder"][0], clean[:, 1:])  # the slots read the true tokens
-    first, second = seen["decoder"]  # one pass to predict, one to learn from
-    torch.testing.assert_close(first, clean)  # the prediction pass reads the true prefix
-    assert not seen["logits"][0].requires_grad  # ... without a tape
-    predicted = seen["logits"][0].argmax(dim=-1)  # (B, T)
-    own = torch.isclose(second, model.embed_tokens(predicted)).all(dim=-1)[:, 1:]
-    true = torch.isclose(second, clean).all(dim=-1)[:, 1:]
-    assert bool((own | true).all())
-    differs = predicted != out.tokens
-    assert bool(differs.any())  # an untrained decoder mispredicts, so the test can see the mixing
-    share = own[differs].float().mean().item()
-    if probability == 1.0:
-        assert share == 1.0
-    else:
-        assert 0.3 < share < 0.7
-    torch.testing.assert_close(out.logits, seen["logits"][1])  # the loss is on the second pass
-    loss = model.compute_loss(out, {"image": torch.rand(8, 3, 16, 16)}).loss  # targets: true tokens
-    loss.backward()
-    assert model.token_head.weight.grad is not None
-
-    model.eval()  # one plain pass outside training
-    seen["decoder"].clear()
-    out = model({"image": torch.rand(2, 3, 16, 16)})
-    assert len(seen["decoder"]) == 1
-    torch.testing.assert_close(seen["decoder"][0], model.embed_tokens(out.tokens))
-
-
-def test_scheduled_sampling_is_a_checked_scheduled_hyperparameter() -> None:
-    model = build_slate(tiny_config())
-    assert model.scheduled_sampling == 0.0 and "scheduled_sampling" in model.hyperparameter_names()
-    model.set_hyperparameters({"scheduled_sampling": 0.25, "gumbel_temperature": 0.5})
-    assert model.scheduled_sampling == 0.25 and model.gumbel_temperature == 0.5
-    with pytest.raises(ValueError, match=r"scheduled_sampling must be in \[0, 1\], got 1\.5"):
-        model.set_hyperparameters({"scheduled_sampling": 1.5})
-    assert model.scheduled_sampling == 0.25
-    with pytest.raises(ValueError, match=r"model\.scheduled_sampling must be in \[0, 1\]"):
-        tiny_config(scheduled_sampling=-0.1).validate()

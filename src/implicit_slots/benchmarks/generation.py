@@ -13,9 +13,14 @@ first 32 tokens.
 Every time is given as wall-clock seconds and process CPU seconds; with one thread the CPU time is the
 compute needed even when other processes share the cores, and the speed-up is computed from it.
 
+``--against-official PATH`` times official SLATE's ``reconstruct_autoregressive`` (a checkout the user
+provides) against ours (cached) instead, at each image size: each in its own fresh process, alternating for
+``--rounds`` rounds (:mod:`implicit_slots.benchmarks.official`).
+
 Example::
 
     OMP_NUM_THREADS=1 implicit-slots bench generation --image-sizes 64 96 --batch-size 8
+    implicit-slots bench generation --against-official ~/slate --image-sizes 64 --rounds 2
 """
 
 from __future__ import annotations
@@ -24,9 +29,11 @@ import argparse
 import dataclasses
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
+from implicit_slots.benchmarks import BenchmarkError
 from implicit_slots.models.slate import Slate, SlateConfig, build_slate
 
 DESCRIPTION = "autoregressive SLATE reconstruction: key/value-cached vs uncached decoding"
@@ -45,6 +52,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="N",
         help="estimate the uncached path from single steps at N prefix lengths (0: run it in full)",
     )
+    parser.add_argument(
+        "--against-official",
+        type=Path,
+        default=None,
+        metavar="PATH",
+        help="compare with official SLATE checked out at PATH (separate processes, alternating)",
+    )
+    parser.add_argument("--rounds", type=int, default=2, help="rounds of the official comparison")
 
 
 def build_generation_model(image_size: int) -> Slate:
@@ -117,6 +132,8 @@ def estimate_uncached_time(model: Slate, slots: torch.Tensor, num_samples: int) 
 
 def run(args: argparse.Namespace) -> int:
     """Time cached and uncached generation per image size and print a Markdown table."""
+    if args.against_official is not None:
+        return run_against_official(args)
     torch.set_num_threads(args.threads)
     quick = (
         f"; uncached path estimated from single steps at {args.quick} prefix lengths" if args.quick else ""
@@ -152,4 +169,37 @@ def run(args: argparse.Namespace) -> int:
             f"| {image_size}x{image_size} | {model.num_tokens} | {cached.wall:.2f} / {cached.cpu:.2f} | "
             f"{uncached.wall:.1f} / {uncached.cpu:.1f}{label} | {uncached.cpu / cached.cpu:.1f}x | {same} |"
         )
+    return 0
+
+
+def run_against_official(args: argparse.Namespace) -> int:
+    """Official SLATE's generation against ours (cached), alternating fresh processes, per image size."""
+    from implicit_slots.benchmarks import official
+
+    try:
+        checkout = official.check_checkout(args.against_official)
+    except ValueError as error:
+        raise BenchmarkError(str(error)) from error
+    print(
+        f"SLATE greedy autoregressive reconstruction, official ({checkout}, no cache) vs ours (key/value "
+        f"cache): batch {args.batch_size}, eval, no grad, {args.threads} thread(s), one warm-up on 2 images "
+        f"and {args.repeats} timed batch(es) per process, {args.rounds} round(s); {official.describe_load()}"
+    )
+    for image_size in args.image_sizes:
+        options: dict[str, object] = {
+            "image_size": image_size,
+            "batch_size": args.batch_size,
+            "iterations": 7,
+            "threads": args.threads,
+            "steps": max(1, args.repeats),
+        }
+        try:
+            comparison = official.compare("generation", checkout, options, args.rounds)
+        except RuntimeError as error:
+            raise BenchmarkError(str(error)) from error
+        print()
+        print(f"{image_size}x{image_size} ({(image_size // 4) ** 2} tokens):")
+        print()
+        print(official.format_comparison(comparison, "per batch"))
+    print(f"after: {official.describe_load()}")
     return 0

@@ -11,10 +11,16 @@ does not). ``--profile`` adds a torch.profiler table of one step (self CPU time 
 ``--config FILE`` takes the SLATE sizes (``model:`` section), the batch size, the image size, the variant and
 the iteration count from an experiment config instead (options given explicitly still win).
 
+``--against-official PATH`` times official SLATE (a checkout the user provides) against ours instead: both at
+official ``train.py``'s sizes, the same batch, threads and optimizer, each in its own fresh process,
+alternating for ``--rounds`` rounds (:mod:`implicit_slots.benchmarks.official`); ours runs the first of
+``--variants`` (default IN) at the first of ``--iterations`` (default 7, which official runs too).
+
 Example::
 
     OMP_NUM_THREADS=1 implicit-slots bench train-step --batch-size 32 --iterations 7 15
     implicit-slots bench train-step --config configs/slate_clevr_lite.yaml --threads 2
+    implicit-slots bench train-step --against-official ~/slate --rounds 3
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ import torch
 
 from implicit_slots.benchmarks import BenchmarkError
 from implicit_slots.models.slate import Slate, SlateConfig, build_slate
+from implicit_slots.models.speed import compile_model
 
 DESCRIPTION = "time one SLATE training step (forward + backward + Adam) for slot-attention variants"
 
@@ -60,7 +67,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--profile", action="store_true", help="also profile one step of the first configuration"
     )
+    parser.add_argument(
+        "--compile",
+        action="store_true",
+        help="compile each model first (models.speed.compile_model, inductor); warm-up steps include it",
+    )
     parser.add_argument("--profile-rows", type=int, default=15)
+    parser.add_argument(
+        "--against-official",
+        type=Path,
+        default=None,
+        metavar="PATH",
+        help="compare with official SLATE checked out at PATH (separate processes, alternating)",
+    )
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of the official comparison")
+    parser.add_argument(
+        "--keep-freed-memory",
+        action="store_true",
+        help="official comparison: both processes keep freed memory (glibc mallopt; models/speed.py)",
+    )
 
 
 def _parse_overrides(items: Sequence[str]) -> dict[str, float | int]:
@@ -93,7 +118,8 @@ def build_benchmark_model(
     return build_slate(config)
 
 
-def _make_step(model: Slate) -> tuple[torch.optim.Optimizer, list[torch.nn.Parameter]]:
+def make_optimizer(model: Slate) -> tuple[torch.optim.Optimizer, list[torch.nn.Parameter]]:
+    """Adam over SLATE's two parameter groups (dVAE 3e-4, the rest 1e-4) and the list of all parameters."""
     groups = model.parameter_groups()
     optimizer = torch.optim.Adam(
         [{"params": groups["dvae"], "lr": 3e-4}, {"params": groups["main"], "lr": 1e-4}]
@@ -122,11 +148,17 @@ def time_configuration(
     warmup: int,
     steps: int,
     base: SlateConfig | None = None,
+    compile_backend: str | None = None,
 ) -> tuple[list[float], list[float]]:
-    """(wall, process CPU) milliseconds of each timed training step of one configuration."""
+    """(wall, process CPU) milliseconds of each timed training step of one configuration.
+
+    ``compile_backend``: compile the model first (:func:`implicit_slots.models.speed.compile_model`).
+    """
     torch.manual_seed(0)
     model = build_benchmark_model(variant, num_iterations, image_size, overrides, base).train()
-    optimizer, parameters = _make_step(model)
+    if compile_backend is not None:
+        compile_model(model, backend=compile_backend)
+    optimizer, parameters = make_optimizer(model)
     images = [torch.rand(batch_size, 3, image_size, image_size) for _ in range(2)]
     wall, cpu = [], []
     for index in range(warmup + steps):
@@ -152,7 +184,7 @@ def profile_step(
 
     torch.manual_seed(0)
     model = build_benchmark_model(variant, num_iterations, image_size, overrides, base).train()
-    optimizer, parameters = _make_step(model)
+    optimizer, parameters = make_optimizer(model)
     image = torch.rand(batch_size, 3, image_size, image_size)
     for _ in range(2):
         training_step(model, optimizer, parameters, image)
@@ -179,6 +211,8 @@ def _config_defaults(path: Path) -> tuple[SlateConfig, int, int]:
 
 def run(args: argparse.Namespace) -> int:
     """Time every (variant, iterations) pair and print a Markdown table."""
+    if args.against_official is not None:
+        return run_against_official(args)
     torch.set_num_threads(args.threads)
     try:
         overrides = _parse_overrides(args.model)
@@ -195,7 +229,7 @@ def run(args: argparse.Namespace) -> int:
     print(
         f"SLATE training step{f' of {args.config}' if args.config else ''}: batch {batch_size}, "
         f"{image_size}x{image_size}, {args.threads} thread(s), {args.warmup} warm-up + {args.steps} timed "
-        f"steps, overrides {overrides or 'none'}"
+        f"steps, overrides {overrides or 'none'}{', compiled (inductor)' if args.compile else ''}"
     )
     print()
     print(
@@ -206,7 +240,15 @@ def run(args: argparse.Namespace) -> int:
     for num_iterations in iterations:
         for variant in variants:
             wall, cpu = time_configuration(
-                variant, num_iterations, batch_size, image_size, overrides, args.warmup, args.steps, base
+                variant,
+                num_iterations,
+                batch_size,
+                image_size,
+                overrides,
+                args.warmup,
+                args.steps,
+                base,
+                "inductor" if args.compile else None,
             )
             median, median_cpu = statistics.median(wall), statistics.median(cpu)
             medians[(variant, num_iterations)] = (median, median_cpu)
@@ -221,4 +263,43 @@ def run(args: argparse.Namespace) -> int:
         print(
             profile_step(variant, num_iterations, batch_size, image_size, overrides, args.profile_rows, base)
         )
+    return 0
+
+
+def run_against_official(args: argparse.Namespace) -> int:
+    """Official SLATE against ours, alternating fresh processes; prints both medians and the ratio."""
+    from implicit_slots.benchmarks import official
+
+    if args.config is not None or args.model:
+        raise BenchmarkError("--against-official compares official train.py sizes; drop --config / --model")
+    try:
+        checkout = official.check_checkout(args.against_official)
+    except ValueError as error:
+        raise BenchmarkError(str(error)) from error
+    variant = (args.variants or ["IN"])[0]
+    iterations = (args.iterations or [7])[0]
+    options: dict[str, object] = {
+        "image_size": args.image_size or 64,
+        "batch_size": args.batch_size or 32,
+        "iterations": iterations,
+        "variant": variant,
+        "threads": args.threads,
+        "warmup": args.warmup,
+        "steps": args.steps,
+        "keep_freed_memory": int(args.keep_freed_memory),
+    }
+    print(
+        f"SLATE training step, official ({checkout}, vanilla) vs ours ({variant}): {iterations} iterations, "
+        f"batch {options['batch_size']}, {options['image_size']}x{options['image_size']}, {args.threads} "
+        f"thread(s), {args.warmup} warm-up + {args.steps} timed steps per process, {args.rounds} round(s), "
+        f"freed memory {'kept (both)' if args.keep_freed_memory else 'returned (glibc default)'}; "
+        f"{official.describe_load()}"
+    )
+    try:
+        comparison = official.compare("train-step", checkout, options, args.rounds)
+    except RuntimeError as error:
+        raise BenchmarkError(str(error)) from error
+    print()
+    print(official.format_comparison(comparison, "per step"))
+    print(f"after: {official.describe_load()}")
     return 0

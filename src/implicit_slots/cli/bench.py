@@ -18,6 +18,8 @@ BENCHMARKS: dict[str, str] = {
     "train-step": "implicit_slots.benchmarks.training_step",
     "data": "implicit_slots.benchmarks.data_speed",
     "tfrecord": "implicit_slots.benchmarks.tfrecord_speed",
+    "solvers": "implicit_slots.benchmarks.solvers",
+    "gpu": "implicit_slots.benchmarks.gpu",
 }
 
 

@@ -26,7 +26,7 @@ def solve(
     backward_solver: str | ForwardSolver = "broyden",
     backward_max_iterations: int = DEFAULT_BACKWARD_MAX_ITERATIONS,
     backward_tolerance: float = DEFAULT_BACKWARD_TOLERANCE,
-    return_iterate: ReturnIterate = "last",
+    return_iterate: ReturnIterate | None = None,
     stop_mode: StopMode = "relative",
     compute_residual: bool = True,
 ) -> Solution:
@@ -43,7 +43,8 @@ def solve(
         backward_solver: solver of the IFT's linear fixed point ``uᵀ = uᵀJ + ∂ℓ/∂z*`` (Eq. 2).
         backward_max_iterations: its maximum number of iterations.
         backward_tolerance: its tolerance.
-        return_iterate: "last" iterate or, per sample, the lowest-residual evaluated ("best").
+        return_iterate: "last" iterate or, per sample, the lowest-residual evaluated one ("best");
+            default (None): "best" for Anderson and Broyden, "last" for plain iteration.
         stop_mode: whether ``tolerance`` applies to the "relative" or the "absolute" residual.
         compute_residual: measure the residual at the returned point (one extra tape-free call).
 

@@ -8,8 +8,9 @@ while ``f`` is always called on tensors of the original shape. Each solver
 - records the per-sample absolute and relative residual of every evaluated iterate,
 - stops as soon as every sample's residual (``stop_mode``: relative or absolute) is below ``tolerance``
   (``tolerance=0`` never stops early: exactly ``max_iterations`` evaluations),
-- returns the last iterate (``return_iterate="last"``) or, per sample, the evaluated iterate with the
-  lowest residual (``"best"``, as DEQ / torchdeq do).
+- returns the last iterate (``return_iterate="last"``, plain iteration's default) or, per sample, the
+  evaluated iterate with the lowest residual (``"best"``, as DEQ / torchdeq do; Anderson's and Broyden's
+  default).
 
 Anderson and Broyden never crash on a singular or ill-conditioned step: the affected samples take a
 plain fixed-point step instead and the fallback is counted in :class:`SolverStats`.
@@ -24,7 +25,7 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from implicit_slots.fixed_point.types import FixedPointMap, SolverResult, SolverStats, residual_norms
+from implicit_slots.fixed_point.types import RELATIVE_EPSILON, FixedPointMap, SolverResult, SolverStats
 
 ReturnIterate = Literal["last", "best"]
 StopMode = Literal["relative", "absolute"]
@@ -35,12 +36,17 @@ class ForwardSolver(abc.ABC):
 
     Args:
         max_iterations: maximum number of evaluations of ``f``.
-        tolerance: stop when every sample's residual is below this (0 disables early stopping).
+        tolerance: stop when every sample's residual is below this (0 disables early stopping; the solve
+            then never reads a value back from the device).
         stop_mode: which residual the tolerance applies to: "relative" or "absolute".
-        return_iterate: "last" (the final iterate) or "best" (the lowest-residual evaluated iterate).
+        return_iterate: "last" (the final iterate) or "best" (the lowest-residual evaluated iterate);
+            None: the solver's ``default_return_iterate`` ("last" for plain iteration, whose last iterate
+            is what unrolling differentiates; "best" for Anderson and Broyden, whose last step can land far
+            from the best point they evaluated).
     """
 
     name: str = ""
+    default_return_iterate: ReturnIterate = "last"
 
     def __init__(
         self,
@@ -48,7 +54,7 @@ class ForwardSolver(abc.ABC):
         tolerance: float = 0.0,
         *,
         stop_mode: StopMode = "relative",
-        return_iterate: ReturnIterate = "last",
+        return_iterate: ReturnIterate | None = None,
     ) -> None:
         if max_iterations < 1:
             raise ValueError(f"max_iterations must be >= 1, got {max_iterations}")
@@ -56,12 +62,14 @@ class ForwardSolver(abc.ABC):
             raise ValueError(f"tolerance must be >= 0, got {tolerance}")
         if stop_mode not in ("relative", "absolute"):
             raise ValueError(f"stop_mode must be 'relative' or 'absolute', got {stop_mode!r}")
+        if return_iterate is None:
+            return_iterate = self.default_return_iterate
         if return_iterate not in ("last", "best"):
             raise ValueError(f"return_iterate must be 'last' or 'best', got {return_iterate!r}")
         self.max_iterations = max_iterations
         self.tolerance = tolerance
         self.stop_mode = stop_mode
-        self.return_iterate = return_iterate
+        self.return_iterate: ReturnIterate = return_iterate
 
     def __repr__(self) -> str:
         return (
@@ -95,42 +103,54 @@ class ForwardSolver(abc.ABC):
 
 
 class _Tracker:
-    """Collects residual traces, the per-sample best iterate and the stopping decision."""
+    """Collects residual traces, the per-sample best iterate and the stopping decision.
+
+    Everything stays on the device; the only value read back is the "all converged" flag, and only when
+    the tolerance is positive (with tolerance 0 the budget alone decides, so nothing is read).
+    """
 
     def __init__(self, z0: Tensor, solver: ForwardSolver) -> None:
-        self.solver = solver
-        batch = z0.shape[0]
+        self.batch = z0.shape[0]
+        self.tolerance = solver.tolerance
+        self.relative_mode = solver.stop_mode == "relative"
+        self.track_best = solver.return_iterate == "best"
         self.absolute: list[Tensor] = []
         self.relative: list[Tensor] = []
-        self.fallbacks = torch.zeros(batch, dtype=torch.long, device=z0.device)
+        self.fallbacks = torch.zeros(self.batch, dtype=torch.long, device=z0.device)
         self.best_state = z0
-        self.best_residual = torch.full((batch,), float("inf"), dtype=z0.dtype, device=z0.device)
-        self.converged = torch.zeros(batch, dtype=torch.bool, device=z0.device)
+        self.best_residual = torch.full((self.batch,), float("inf"), dtype=z0.dtype, device=z0.device)
 
     def record(self, z: Tensor, f_z: Tensor) -> bool:
         """Record the residual of iterate ``z`` (with ``f_z = f(z)``); return True when all converged."""
         with torch.no_grad():
-            absolute, relative = residual_norms(z.detach(), f_z.detach())
+            z, f_z = z.detach(), f_z.detach()
+            f_flat = f_z.reshape(self.batch, -1)
+            absolute = torch.linalg.vector_norm(f_flat - z.reshape(self.batch, -1), dim=1)  # (B,)
+            relative = absolute / (torch.linalg.vector_norm(f_flat, dim=1) + RELATIVE_EPSILON)
             self.absolute.append(absolute)
             self.relative.append(relative)
-            residual = relative if self.solver.stop_mode == "relative" else absolute
-            if self.solver.return_iterate == "best":
-                better = residual < self.best_residual
+            residual = relative if self.relative_mode else absolute
+            if self.track_best:
+                better = residual < self.best_residual  # (B,); a NaN residual is never better
                 self.best_residual = torch.where(better, residual, self.best_residual)
-                mask = better.reshape(-1, *([1] * (z.dim() - 1)))
-                self.best_state = torch.where(mask, z.detach(), self.best_state.detach())
-            self.converged = residual <= self.solver.tolerance
-            return bool(self.converged.all())
+                mask = better.view(-1, *([1] * (z.dim() - 1)))
+                self.best_state = torch.where(mask, z, self.best_state)
+            if self.tolerance == 0:
+                return False
+            return bool((residual <= self.tolerance).all())  # the one device-to-host read
 
     def add_fallbacks(self, mask: Tensor) -> None:
-        self.fallbacks += mask.to(torch.long)
+        """Count one fallback for each sample where ``mask`` (B,) is True."""
+        self.fallbacks += mask
 
     def stats(self) -> SolverStats:
+        relative, absolute = torch.stack(self.relative, dim=1), torch.stack(self.absolute, dim=1)
+        last = relative[:, -1] if self.relative_mode else absolute[:, -1]
         return SolverStats(
-            absolute_trace=torch.stack(self.absolute, dim=1),
-            relative_trace=torch.stack(self.relative, dim=1),
+            absolute_trace=absolute,
+            relative_trace=relative,
             steps=len(self.absolute),
-            converged=self.converged,
+            converged=last <= self.tolerance,
             fallbacks=self.fallbacks,
         )
 
@@ -162,6 +182,10 @@ class AndersonSolver(ForwardSolver):
     alpha minimising ``‖Σ alpha_i (f(z_i) − z_i)‖`` subject to ``Σ alpha_i = 1``:
     ``z_next = beta Σ alpha_i f(z_i) + (1 − beta) Σ alpha_i z_i``.
 
+    The pairs live in preallocated ring buffers (B, m, D) and the bordered least-squares system in a
+    preallocated (B, m + 1, m + 1) tensor, so an iteration is a fixed, short sequence of batched tensor
+    operations (the minimiser does not depend on the order of the pairs).
+
     Args:
         memory: number of past iterates used (m).
         regularisation: Tikhonov term relative to the mean squared residual norm (lambda).
@@ -169,6 +193,7 @@ class AndersonSolver(ForwardSolver):
     """
 
     name = "anderson"
+    default_return_iterate: ReturnIterate = "best"
 
     def __init__(
         self,
@@ -179,7 +204,7 @@ class AndersonSolver(ForwardSolver):
         regularisation: float = 1e-4,
         mixing: float = 1.0,
         stop_mode: StopMode = "relative",
-        return_iterate: ReturnIterate = "last",
+        return_iterate: ReturnIterate | None = None,
     ) -> None:
         super().__init__(max_iterations, tolerance, stop_mode=stop_mode, return_iterate=return_iterate)
         if memory < 1:
@@ -192,48 +217,74 @@ class AndersonSolver(ForwardSolver):
 
     @torch.no_grad()
     def _iterate(self, f: FixedPointMap, z0: Tensor, tracker: _Tracker) -> Tensor:
-        shape = z0.shape
-        batch = shape[0]
-        xs: list[Tensor] = []  # each (B, D)
-        fs: list[Tensor] = []
+        shape, batch = z0.shape, z0.shape[0]
+        memory = min(self.memory, self.max_iterations)
         z = z0
-        for _ in range(self.max_iterations):
-            f_z = f(z)
-            done = tracker.record(z, f_z)
-            xs.append(z.reshape(batch, -1))
-            fs.append(f_z.reshape(batch, -1))
-            xs, fs = xs[-self.memory :], fs[-self.memory :]
-            if done:
-                return f_z
-            z = self._mix(xs, fs, tracker).reshape(shape)
-        return z
-
-    def _mix(self, xs: list[Tensor], fs: list[Tensor], tracker: _Tracker) -> Tensor:
-        x = torch.stack(xs, dim=1)  # (B, m, D)
-        fx = torch.stack(fs, dim=1)  # (B, m, D)
-        m = x.shape[1]
-        plain = self.mixing * fx[:, -1] + (1 - self.mixing) * x[:, -1]
-        if m == 1:
-            return plain
-        g = fx - x  # (B, m, D)
-        gram = torch.bmm(g, g.transpose(1, 2))  # (B, m, m)
-        scale = gram.diagonal(dim1=1, dim2=2).mean(dim=1).clamp_min(torch.finfo(g.dtype).tiny)
-        eye = torch.eye(m, dtype=g.dtype, device=g.device)
-        gram = gram + self.regularisation * scale[:, None, None] * eye
-        # Bordered system [[0, 1ᵀ], [1, G Gᵀ + λ I]] [ν, α] = [1, 0] gives the constrained minimiser.
-        system = torch.zeros(x.shape[0], m + 1, m + 1, dtype=g.dtype, device=g.device)
+        values = z0.new_zeros(batch, memory, z0[0].numel())  # (B, m, D): the last m values f(z_i)
+        residuals = torch.zeros_like(values)  # (B, m, D): their residuals f(z_i) − z_i
+        states = torch.zeros_like(values) if self.mixing != 1 else None  # (B, m, D): z_i, for damping only
+        # The bordered system [[0, 1ᵀ], [1, G Gᵀ + λ I]] [ν, α] = [1, 0] gives the constrained minimiser.
+        system = z0.new_zeros(batch, memory + 1, memory + 1)
         system[:, 0, 1:] = 1
         system[:, 1:, 0] = 1
-        system[:, 1:, 1:] = gram
-        rhs = torch.zeros(x.shape[0], m + 1, dtype=g.dtype, device=g.device)
+        rhs = z0.new_zeros(batch, memory + 1, 1)
         rhs[:, 0] = 1
-        solution, info = torch.linalg.solve_ex(system, rhs)
-        alpha = solution[:, 1:]  # (B, m)
-        failed = (info != 0) | ~torch.isfinite(alpha).all(dim=1)
-        alpha = torch.nan_to_num(alpha)
-        mixed = self.mixing * torch.einsum("bm,bmd->bd", alpha, fx)
-        mixed = mixed + (1 - self.mixing) * torch.einsum("bm,bmd->bd", alpha, x)
-        failed = failed | ~torch.isfinite(mixed).all(dim=1)
+        eye = torch.eye(memory, dtype=z0.dtype, device=z0.device)
+        for index in range(self.max_iterations):
+            f_z = f(z)
+            done = tracker.record(z, f_z)
+            if done or (tracker.track_best and index == self.max_iterations - 1):
+                return f_z  # converged, or the last iterate is not wanted: no final mix
+            slot = index % memory
+            z_flat, f_flat = z.reshape(batch, -1), f_z.reshape(batch, -1)
+            values[:, slot] = f_flat
+            residuals[:, slot] = f_flat - z_flat
+            if states is not None:
+                states[:, slot] = z_flat
+            count = min(index + 1, memory)
+            if count == 1:
+                z = self.mixing * f_z + (1 - self.mixing) * z if self.mixing != 1 else f_z
+                continue
+            n = count + 1
+            z = self._mix(
+                residuals[:, :count],
+                values[:, :count],
+                None if states is None else states[:, :count],
+                system[:, :n, :n],
+                rhs[:, :n],
+                eye[:count, :count],
+                f_flat,
+                z_flat,
+                tracker,
+            ).view(shape)
+        return z
+
+    def _mix(
+        self,
+        residuals: Tensor,
+        values: Tensor,
+        states: Tensor | None,
+        system: Tensor,
+        rhs: Tensor,
+        eye: Tensor,
+        f_z: Tensor,
+        z: Tensor,
+        tracker: _Tracker,
+    ) -> Tensor:
+        """The next iterate (B, D) from the stored residuals, values and states (B, n, D); ``f_z``, ``z``
+        (B, D) give the plain step taken where the least-squares system fails."""
+        gram = torch.bmm(residuals, residuals.transpose(1, 2))  # (B, n, n)
+        scale = gram.diagonal(dim1=1, dim2=2).mean(dim=1).clamp_min(torch.finfo(gram.dtype).tiny)  # (B,)
+        system[:, 1:, 1:] = torch.addcmul(gram, (self.regularisation * scale)[:, None, None], eye)
+        solution, info = torch.linalg.solve_ex(system, rhs)  # (B, n + 1, 1)
+        alpha = solution[:, 1:].transpose(1, 2)  # (B, 1, n)
+        mixed = torch.bmm(alpha, values).squeeze(1)  # (B, D)
+        plain = f_z
+        if states is not None:
+            mixed = self.mixing * mixed + (1 - self.mixing) * torch.bmm(alpha, states).squeeze(1)
+            plain = self.mixing * f_z + (1 - self.mixing) * z
+        # A singular system or a non-finite weight falls back to a plain step.
+        failed = (info != 0) | ~torch.isfinite(alpha).all(dim=2).squeeze(1)  # (B,)
         tracker.add_fallbacks(failed)
         return torch.where(failed[:, None], plain, mixed)
 
@@ -242,15 +293,18 @@ class BroydenSolver(ForwardSolver):
     """Broyden's method ("good" Broyden) on g(z) = f(z) − z with low-rank inverse-Jacobian updates.
 
     The inverse Jacobian of g starts at −I (so the first step is a plain fixed-point step) and receives
-    one Sherman-Morrison rank-1 update per evaluation: ``B⁻¹ = −I + Σ u_i v_iᵀ``, stored as the factors
-    (at most ``memory`` of them; the oldest are dropped). A sample whose update denominator is tiny or
-    whose step is not finite skips the update and takes a plain fixed-point step (counted as fallback).
+    one Sherman-Morrison rank-1 update per evaluation: ``B⁻¹ = −I + Σ u_i v_iᵀ = −I + U Vᵀ``, stored as the
+    factors in preallocated (B, D, m) and (B, m, D) buffers (unused columns are zero; once ``memory`` is
+    full the oldest factor is overwritten), so that each product with B⁻¹ is two batched matrix products.
+    A sample whose update denominator is tiny or whose step is not finite skips the update and takes a
+    plain fixed-point step (counted as fallback).
 
     Args:
         memory: maximum number of rank-1 factors kept (default: ``max_iterations``).
     """
 
     name = "broyden"
+    default_return_iterate: ReturnIterate = "best"
 
     def __init__(
         self,
@@ -259,7 +313,7 @@ class BroydenSolver(ForwardSolver):
         *,
         memory: int | None = None,
         stop_mode: StopMode = "relative",
-        return_iterate: ReturnIterate = "last",
+        return_iterate: ReturnIterate | None = None,
     ) -> None:
         super().__init__(max_iterations, tolerance, stop_mode=stop_mode, return_iterate=return_iterate)
         self.memory = memory if memory is not None else max_iterations
@@ -268,58 +322,56 @@ class BroydenSolver(ForwardSolver):
 
     @torch.no_grad()
     def _iterate(self, f: FixedPointMap, z0: Tensor, tracker: _Tracker) -> Tensor:
-        shape = z0.shape
-        batch = shape[0]
-        us: list[Tensor] = []  # each (B, D)
-        vs: list[Tensor] = []
-
-        def inverse_times(x: Tensor) -> Tensor:  # B⁻¹ x
-            out = -x
-            for u, v in zip(us, vs):
-                out = out + u * (v * x).sum(dim=1, keepdim=True)
-            return out
-
-        def transpose_inverse_times(x: Tensor) -> Tensor:  # xᵀ B⁻¹
-            out = -x
-            for u, v in zip(us, vs):
-                out = out + v * (u * x).sum(dim=1, keepdim=True)
-            return out
-
-        z = z0.reshape(batch, -1)
+        shape, batch = z0.shape, z0.shape[0]
         f_z = f(z0)
         done = tracker.record(z0, f_z)
-        g = f_z.reshape(batch, -1) - z
         if done or self.max_iterations == 1:
             return f_z
+        z = z0.reshape(batch, -1)  # (B, D)
+        g = f_z.reshape(batch, -1) - z  # g(z) = f(z) − z
+        memory = min(self.memory, self.max_iterations - 1)
+        us = z.new_zeros(batch, memory, z.shape[1])  # (B, m, D): rows u_iᵀ
+        vs = torch.zeros_like(us)  # (B, m, D): rows v_iᵀ
+        stored = 0  # factors in use: rows [0, stored) of us and vs
         step = g  # −B⁻¹ g with B⁻¹ = −I
-        for _ in range(self.max_iterations - 1):
-            z_new = z + step
-            f_new = f(z_new.reshape(shape))
-            done = tracker.record(z_new.reshape(shape), f_new)
-            g_new = f_new.reshape(batch, -1) - z_new
-            if done:
-                return f_new
-            delta_z, delta_g = z_new - z, g_new - g
-            v = transpose_inverse_times(delta_z)  # δzᵀ B⁻¹
-            denominator = (v * delta_g).sum(dim=1, keepdim=True)
-            u = (delta_z - inverse_times(delta_g)) / denominator
-            scale = delta_z.norm(dim=1, keepdim=True) * delta_g.norm(dim=1, keepdim=True)
-            bad = (denominator.abs() <= 1e-10 * scale.clamp_min(1e-30)) | ~torch.isfinite(u).all(
-                1, keepdim=True
+        for index in range(self.max_iterations - 1):
+            z = z + step
+            f_z = f(z.view(shape))
+            if tracker.record(z.view(shape), f_z) or (
+                tracker.track_best and index == self.max_iterations - 2
+            ):
+                return f_z  # converged, or the last iterate is not wanted: no final update
+            g_new = f_z.reshape(batch, -1) - z
+            u_old, v_old = us[:, :stored], vs[:, :stored]  # (B, n, D) each
+            # Two products with the old inverse B⁻¹ = −I + Σ u_i v_iᵀ (two batched matrix products each):
+            # h = B⁻¹ g_new and vᵀ = δzᵀ B⁻¹, with δz = z_new − z = step. Because step = −B⁻¹ g, the
+            # Sherman-Morrison factor needs B⁻¹ δg = h + step, and the new step
+            # −B⁻¹_new g_new = −h − u (vᵀ g_new) needs no further product with the factors.
+            h = torch.baddbmm(
+                g_new.unsqueeze(1), torch.bmm(g_new.unsqueeze(1), v_old.transpose(1, 2)), u_old, beta=-1
+            ).squeeze(1)  # (B, D)
+            delta_z = step.unsqueeze(1)  # (B, 1, D)
+            v = torch.baddbmm(delta_z, torch.bmm(delta_z, u_old.transpose(1, 2)), v_old, beta=-1).squeeze(1)
+            delta_g = g_new - g  # (B, D)
+            denominator = (v * delta_g).sum(dim=1, keepdim=True)  # (B, 1): vᵀ δg
+            u = -h / denominator  # (B, D): (δz − B⁻¹ δg) / (vᵀ δg) with B⁻¹ δg = h + δz
+            scale = torch.linalg.vector_norm(step, dim=1, keepdim=True) * torch.linalg.vector_norm(
+                delta_g, dim=1, keepdim=True
             )
-            u = torch.where(bad, torch.zeros_like(u), u)
-            v = torch.where(bad, torch.zeros_like(v), v)
-            us.append(u)
-            vs.append(v)
-            if len(us) > self.memory:
-                us.pop(0)
-                vs.pop(0)
-            z, g = z_new, g_new
-            step = -inverse_times(g)
-            bad_step = ~torch.isfinite(step).all(dim=1, keepdim=True)
-            step = torch.where(bad_step, g, step)
-            tracker.add_fallbacks(bad.squeeze(1) | bad_step.squeeze(1))
-        return (z + step).reshape(shape)
+            ok = (denominator.abs() > 1e-10 * scale.clamp_min(1e-30)) & torch.isfinite(u).all(1, keepdim=True)
+            u, v = torch.where(ok, u, 0.0), torch.where(ok, v, 0.0)
+            slot = index % memory
+            if stored == memory:  # the oldest factor is replaced: take it out of h
+                h = h - us[:, slot] * (vs[:, slot] * g_new).sum(dim=1, keepdim=True)
+            else:
+                stored += 1
+            us[:, slot], vs[:, slot] = u, v
+            g = g_new
+            step = -(h + u * (v * g_new).sum(dim=1, keepdim=True))  # −B⁻¹_new g_new
+            finite = torch.isfinite(step).all(dim=1, keepdim=True)
+            step = torch.where(finite, step, g)
+            tracker.add_fallbacks((~ok | ~finite).squeeze(1))
+        return (z + step).view(shape)
 
 
 SolverFactory = Callable[..., ForwardSolver]

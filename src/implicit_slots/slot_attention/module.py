@@ -60,16 +60,17 @@ class GaussianSlotInitializer(nn.Module):
         nn.init.xavier_uniform_(self.log_sigma)
 
     def forward(self, batch_size: int, num_slots: int, generator: torch.Generator | None = None) -> Tensor:
-        """Sample (B, K, D) initial slots; each sample and slot draws its own noise."""
+        """Sample (B, K, D) initial slots in the parameters' dtype; each sample and slot draws its own noise.
+
+        The noise is drawn and scaled in at least float32 (also for bf16 / fp16 parameters), so that its
+        distribution is not quantised by a low-precision random draw; only the result is rounded.
+        """
+        dtype = torch.promote_types(self.mu.dtype, torch.float32)
         noise = torch.randn(
-            batch_size,
-            num_slots,
-            self.mu.shape[-1],
-            generator=generator,
-            device=self.mu.device,
-            dtype=self.mu.dtype,
-        )
-        return self.mu + self.log_sigma.exp() * noise
+            batch_size, num_slots, self.mu.shape[-1], generator=generator, device=self.mu.device, dtype=dtype
+        )  # (B, K, D)
+        slots = self.mu.to(dtype) + self.log_sigma.to(dtype).exp() * noise
+        return slots.to(self.mu.dtype)
 
 
 class LearnedQueryInitializer(nn.Module):
@@ -123,8 +124,8 @@ class SlotAttention(nn.Module):
         backward_solver: backward solver of the IFT estimator (overrides the variant's).
         backward_max_iterations: its iteration budget (default: the paper's 7 for Broyden).
         backward_tolerance: its tolerance.
-        return_iterate: "last" or "best" iterate of the forward solver (default: "best" for Broyden /
-            Anderson as DEQ, "last" for plain iteration).
+        return_iterate: "last" or "best" iterate of the forward solver (default: the solver's own,
+            "best" for Broyden / Anderson as DEQ, "last" for plain iteration).
         epsilon: added to the attention before the weighted mean.
         initialization: "gaussian" (the paper's: a shared learned Gaussian, frozen under Neumann / IFT,
             see :class:`GaussianSlotInitializer`) or "learned_queries" (BO-QSA: K learned slots trained
@@ -164,11 +165,8 @@ class SlotAttention(nn.Module):
                 f"initialization must be one of {', '.join(SLOT_INITIALIZATIONS)}, got {initialization!r}"
             )
         chosen = get_variant(variant)
-        solver_name = solver if solver is not None else chosen.solver
-        if return_iterate is None:
-            return_iterate = "last" if solver_name == "iteration" else "best"
         self.solver = get_solver(
-            solver_name,
+            solver if solver is not None else chosen.solver,
             num_iterations,
             tolerance,
             return_iterate=return_iterate,

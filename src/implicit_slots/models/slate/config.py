@@ -32,11 +32,6 @@ class SlateConfig:
         gumbel_temperature: initial Gumbel-softmax temperature (the engine anneals it).
         position_init: ``trunc_normal`` (SLATE) or ``sinusoidal_2d`` (2D Fourier features as the initial
             value of the learned position embedding; learns the grid layout faster, see docs/slate.md).
-        token_dropout: word dropout on the decoder's input tokens (not in SLATE; 0 = off): the probability
-            that a prefix token is replaced by a learned mask token in training (docs/slate.md).
-        scheduled_sampling: parallel scheduled sampling (not in SLATE; 0 = off): the probability that a
-            prefix token is replaced by the decoder's own greedy prediction in training; can be scheduled
-            (``training.hyperparameter_schedules.scheduled_sampling``, docs/slate.md).
         slot_attention: the slot-attention module (variant, iterations, slots, sizes, solver options).
     """
 
@@ -50,8 +45,6 @@ class SlateConfig:
     attention_dropout: float = 0.1
     gumbel_temperature: float = 1.0
     position_init: str = "trunc_normal"
-    token_dropout: float = 0.0
-    scheduled_sampling: float = 0.0
     slot_attention: SlotAttentionConfig = field(default_factory=_slate_slot_attention)
 
     def validate(self) -> None:
@@ -68,12 +61,10 @@ class SlateConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or value <= 0:
                 raise ValueError(f"model.{name} must be a positive integer, got {value!r}")
-        for name in ("dropout", "attention_dropout", "token_dropout"):
+        for name in ("dropout", "attention_dropout"):
             value = getattr(self, name)
             if not 0.0 <= value < 1.0:
                 raise ValueError(f"model.{name} must be in [0, 1), got {value!r}")
-        if not 0.0 <= self.scheduled_sampling <= 1.0:
-            raise ValueError(f"model.scheduled_sampling must be in [0, 1], got {self.scheduled_sampling!r}")
         if self.gumbel_temperature <= 0:
             raise ValueError(f"model.gumbel_temperature must be > 0, got {self.gumbel_temperature!r}")
         self.slot_attention.validate("model.slot_attention")
@@ -93,6 +84,4 @@ def build_slate(config: SlateConfig) -> Slate:
         dvae_hidden_channels=config.dvae_hidden_channels,
         gumbel_temperature=config.gumbel_temperature,
         position_init=config.position_init,
-        token_dropout=config.token_dropout,
-        scheduled_sampling=config.scheduled_sampling,
     )

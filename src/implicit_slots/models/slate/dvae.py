@@ -65,7 +65,7 @@ class GumbelSample:
     """One Gumbel-softmax draw over a token grid.
 
     Attributes:
-        soft: relaxed one-hot sample, float (B, h, w, V), differentiable w.r.t. the logits.
+        soft: relaxed one-hot sample (B, h, w, V) in at least float32, differentiable w.r.t. the logits.
         tokens: the hard tokens of the same draw, long (B, h, w), ``tokens == soft.argmax(-1)``.
     """
 
@@ -91,6 +91,10 @@ def sample_gumbel_tokens(
     SLATE applies ``log_softmax`` to the logits before sampling; that shifts every position's logits by a
     constant, which neither the softmax nor the argmax sees, so it is skipped.
 
+    The noise is drawn, and the sample computed, in at least float32 whatever the logits' dtype: under bf16
+    autocast the logits arrive in bf16, whose 8-bit mantissa would leave about a thousand distinct uniform
+    values and cut the Gumbel tail near 5.5.
+
     Args:
         logits: unnormalised token logits, (B, h, w, V).
         temperature: Gumbel-softmax temperature tau > 0.
@@ -99,11 +103,12 @@ def sample_gumbel_tokens(
     Returns:
         The relaxed sample and the hard tokens of the same draw.
     """
+    dtype = torch.promote_types(logits.dtype, torch.float32)
     with torch.no_grad():
         # Gumbel(0, 1) = -log(-log U), U ~ Uniform(0, 1); computed in place (4x cheaper than exponential_).
-        noise = torch.rand(logits.shape, dtype=logits.dtype, device=logits.device, generator=generator)
-        noise.clamp_(min=torch.finfo(logits.dtype).tiny).log_().neg_().log_().neg_()  # (B, h, w, V)
-    perturbed = logits + noise  # (B, h, w, V)
+        noise = torch.rand(logits.shape, dtype=dtype, device=logits.device, generator=generator)
+        noise.clamp_(min=torch.finfo(dtype).tiny).log_().neg_().log_().neg_()  # (B, h, w, V)
+    perturbed = logits.to(dtype) + noise  # (B, h, w, V)
     tokens = perturbed.detach().argmax(dim=-1)  # (B, h, w)
     soft = torch.softmax(perturbed / temperature, dim=-1)  # (B, h, w, V)
     return GumbelSample(soft=soft, tokens=tokens)

@@ -16,7 +16,6 @@ and the dVAE is trained by its MSE alone ("gradients blocked between the dVAE an
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
 from dataclasses import dataclass
 
 import torch
@@ -90,13 +89,6 @@ def sinusoidal_2d_positions(grid_size: int, dim: int) -> Tensor:
     return (features * math.sqrt(2.0)).float()
 
 
-def _probability(name: str, value: float) -> float:
-    """``value`` as a float, or a ValueError naming ``name`` when it is not in [0, 1]."""
-    if not 0.0 <= value <= 1.0:
-        raise ValueError(f"{name} must be in [0, 1], got {value!r}")
-    return float(value)
-
-
 class Slate(ObjectCentricModel):
     """SLATE: dVAE tokens -> slot attention -> Image-GPT decoder of the tokens.
 
@@ -123,8 +115,6 @@ class Slate(ObjectCentricModel):
         dvae_hidden_channels: int = 64,
         gumbel_temperature: float = 1.0,
         position_init: str = "trunc_normal",
-        token_dropout: float = 0.0,
-        scheduled_sampling: float = 0.0,
     ):
         """Create the model.
 
@@ -144,16 +134,6 @@ class Slate(ObjectCentricModel):
                 independent N(0, 1) per position, so the grid's 2D layout must be learned) or
                 ``"sinusoidal_2d"`` (2D Fourier features of each token's row and column, see
                 :func:`sinusoidal_2d_positions`; still learned afterwards).
-            token_dropout: word dropout on the decoder's input (Bowman et al., 2016; not in SLATE): in
-                training, each image token the decoder reads as its prefix is replaced, with this
-                probability, by a learned mask token (one more embedding row), so that the decoder has to
-                take more from the slots. Targets and the slot encoder's input are never masked.
-            scheduled_sampling: parallel scheduled sampling (Duckworth et al., 2019; not in SLATE): in
-                training, a first decoder pass without gradient predicts every token greedily from the true
-                prefix and the slots, and each prefix token the decoder then learns from is replaced, with
-                this probability, by that prediction, so that the decoder learns to continue a prefix like
-                the one greedy decoding feeds it. Targets and the slot encoder's input stay the true
-                tokens. A scheduled hyperparameter (``training.hyperparameter_schedules``).
         """
         super().__init__()
         if image_size % PATCH_SIZE:
@@ -168,15 +148,10 @@ class Slate(ObjectCentricModel):
         self.vocab_size = vocab_size
         self.dropout = dropout
         self.gumbel_temperature = float(gumbel_temperature)
-        if not 0.0 <= token_dropout < 1.0:
-            raise ValueError(f"token_dropout must be in [0, 1), got {token_dropout!r}")
-        self.token_dropout = float(token_dropout)
-        self.scheduled_sampling = _probability("scheduled_sampling", scheduled_sampling)
 
         self.dvae = DiscreteVAE(vocab_size, dvae_hidden_channels)
         # SLATE's one-hot dictionary over V + 1 symbols (BOS first) is an embedding lookup of the indices.
-        # With token dropout one more row: the mask token, embedded from image-token value ``vocab_size``.
-        self.token_embedding = nn.Embedding(vocab_size + 1 + (token_dropout > 0), d_model)
+        self.token_embedding = nn.Embedding(vocab_size + 1, d_model)
         self.position_embedding = nn.Parameter(torch.empty(1, self.num_tokens + 1, d_model))
         if position_init == "trunc_normal":
             nn.init.trunc_normal_(self.position_embedding)
@@ -228,10 +203,6 @@ class Slate(ObjectCentricModel):
             tokens = token_grid.flatten(1)  # (B, T)
         embedded = self.embed_tokens(tokens)  # (B, T + 1, D)
         slot_output = self.encode_slots(embedded[:, 1:])
-        if self.training and (self.scheduled_sampling > 0 or self.token_dropout > 0):
-            # The decoder's prefix only: the slot encoder above and the targets keep the true tokens.
-            prefix = self.mix_own_predictions(tokens, embedded, slot_output.slots)
-            embedded = self.embed_tokens(self.drop_tokens(prefix))
         logits = self._teacher_forced_logits(embedded, slot_output.slots)  # (B, T, V)
         return SlateOutput(
             slot_attention=slot_output, dvae_reconstruction=reconstruction, logits=logits, tokens=tokens
@@ -268,14 +239,8 @@ class Slate(ObjectCentricModel):
         return {"dvae": dvae, "main": main}
 
     def hyperparameter_names(self) -> tuple[str, ...]:
-        """The Gumbel-softmax temperature (SLATE: cosine 1.0 -> 0.1) and the scheduled-sampling rate."""
-        return ("gumbel_temperature", "scheduled_sampling")
-
-    def set_hyperparameters(self, values: Mapping[str, float]) -> None:
-        """Set scheduled hyperparameters; a ``scheduled_sampling`` outside [0, 1] is an error."""
-        if "scheduled_sampling" in values:
-            _probability("scheduled_sampling", values["scheduled_sampling"])
-        super().set_hyperparameters(values)
+        """The Gumbel-softmax temperature (SLATE: cosine 1.0 -> 0.1)."""
+        return ("gumbel_temperature",)
 
     # ----------------------------------------------------------------------------------------------
     # Building blocks
@@ -286,32 +251,6 @@ class Slate(ObjectCentricModel):
             raise ValueError(
                 f"expected images (B, 3, {self.image_size}, {self.image_size}), got {tuple(image.shape)}"
             )
-
-    def drop_tokens(self, tokens: Tensor) -> Tensor:
-        """Replace each token (B, T) by the mask token (value ``vocab_size``) w.p. ``token_dropout``."""
-        if self.token_dropout == 0:
-            return tokens
-        drop = torch.rand(tokens.shape, device=tokens.device) < self.token_dropout
-        return tokens.masked_fill(drop, self.vocab_size)
-
-    def mix_own_predictions(self, tokens: Tensor, embedded: Tensor, slots: Tensor) -> Tensor:
-        """Parallel scheduled sampling: replace tokens by the decoder's greedy predictions.
-
-        Args:
-            tokens: the true image tokens (B, T).
-            embedded: their embedding ``embed_tokens(tokens)`` (B, T + 1, D).
-            slots: the slots (B, K, S) of the same images.
-
-        Returns:
-            (B, T): each token replaced w.p. ``scheduled_sampling`` by the argmax of the decoder's
-            prediction of it from the true tokens before it; ``tokens`` itself when the probability is 0.
-        """
-        if self.scheduled_sampling == 0:
-            return tokens
-        with torch.no_grad():
-            predicted = self._teacher_forced_logits(embedded, slots).argmax(dim=-1)  # (B, T)
-        replace = torch.rand(tokens.shape, device=tokens.device) < self.scheduled_sampling
-        return torch.where(replace, predicted, tokens)
 
     def embed_tokens(self, tokens: Tensor) -> Tensor:
         """Embed ``[BOS, tokens]`` with learned positions and dropout.

@@ -1,24 +1,25 @@
-"""GPU check of the paper-scale SLATE: training speed, cached generation, memory, a short Table-3 run.
+"""``implicit-slots bench gpu``: the paper-scale SLATE on a GPU: eager vs compiled, bf16, steps/s, memory.
 
-Run ``python benchmarks/gpu_check.py`` on a CUDA machine (about 3-6 minutes, never more than 8). It prints
-one Markdown table:
+Run ``implicit-slots bench gpu`` on a CUDA machine (about 4-8 minutes; sections that would start after
+``--budget-s`` seconds are skipped). It prints one Markdown table:
 
 1. SLATE training steps/s at 96x96 (``configs/paper/paper/table3_clevr_mirror_{vanilla,implicit}.yaml``:
-   7 slot-attention iterations, batch 50, SLATE sizes), bf16 autocast, forward + loss + backward + inf-norm
-   clipping + Adam, with the peak GPU memory of each;
+   7 slot-attention iterations, batch 50, SLATE sizes), forward + loss + backward + inf-norm clipping +
+   Adam, with the peak GPU memory of each: eager in bf16 autocast (vanilla and IN), eager in fp32 (TF32
+   matmuls, IN), and compiled (:func:`implicit_slots.models.speed.compile_model`, inductor) in bf16
+   autocast (IN and vanilla), with the compilation time;
 2. the key/value-cached autoregressive generation speed at 96x96 (576 tokens per image) and its memory;
 3. a few hundred steps of the Table 3 implicit config trained by the engine on ``clevr-mirror-lite``
    (procedural, rendered by DataLoader workers), then evaluated (MSE through the slots on test images).
 
-Without CUDA it says so and runs the same code path at a tiny size on the CPU (a dry run; exit 0), so the
-script is tested where there is no GPU. Options: ``--steps`` (Table 3 run length), ``--batch-size``,
-``--budget-s`` (sections that would start after this many seconds are skipped).
+Without CUDA it says so and runs the same code path at a tiny size on the CPU (a dry run, compiled with the
+"eager" backend, which only traces; exit 0), so the command is tested where there is no GPU. The configs are
+read from the source checkout's ``configs/paper/paper/``.
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 import time
 from collections.abc import Sequence
@@ -27,14 +28,16 @@ from pathlib import Path
 
 import torch
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO_ROOT / "src"))  # run from a checkout without installing
+from implicit_slots.benchmarks import BenchmarkError
+from implicit_slots.config import CONFIGS_DIR, ExperimentConfig, load_config
+from implicit_slots.evaluation.runner import evaluate_run
+from implicit_slots.experiment import build_model
+from implicit_slots.models.slate import Slate
+from implicit_slots.models.speed import compile_model
+from implicit_slots.training.loop import train
 
-from implicit_slots.config import ExperimentConfig, load_config  # noqa: E402
-from implicit_slots.evaluation.runner import evaluate_run  # noqa: E402
-from implicit_slots.training.loop import build_model, train  # noqa: E402
-
-PAPER_CONFIGS = REPO_ROOT / "configs" / "paper" / "paper"
+DESCRIPTION = "paper-scale SLATE on a GPU: eager vs compiled, bf16, steps/s, memory (CPU: a tiny dry run)"
+PAPER_CONFIGS = CONFIGS_DIR / "paper" / "paper"
 VARIANT_CONFIGS = {
     "vanilla": PAPER_CONFIGS / "table3_clevr_mirror_vanilla.yaml",
     "IN": PAPER_CONFIGS / "table3_clevr_mirror_implicit.yaml",
@@ -81,16 +84,40 @@ def _peak_gib(device: torch.device) -> str:
 
 
 def _config(variant: str, overrides: Sequence[str]) -> ExperimentConfig:
-    return load_config(VARIANT_CONFIGS[variant], list(overrides))
+    path = VARIANT_CONFIGS[variant]
+    if not path.is_file():
+        raise BenchmarkError(
+            f"{str(path)!r} not found: run `bench gpu` from a source checkout of the project"
+        )
+    return load_config(path, list(overrides))
+
+
+@dataclass
+class TrainingTiming:
+    """Steps per second, peak memory and (compiled only) the compilation time of the warm-up."""
+
+    steps_per_second: float
+    peak: str
+    warmup_seconds: float
 
 
 def time_training(
-    variant: str, overrides: Sequence[str], device: torch.device, batch_size: int, warmup: int, steps: int
-) -> tuple[float, str]:
-    """(steps/s, peak memory) of SLATE training steps with bf16 autocast."""
+    variant: str,
+    overrides: Sequence[str],
+    device: torch.device,
+    batch_size: int,
+    warmup: int,
+    steps: int,
+    *,
+    bf16: bool = True,
+    compile_backend: str | None = None,
+) -> TrainingTiming:
+    """Steps/s and peak memory of SLATE training steps (bf16 autocast or fp32; eager or compiled)."""
     config = _config(variant, overrides)
     torch.manual_seed(0)
     model = build_model(config).to(device).train()
+    if compile_backend is not None:
+        compile_model(model, backend=compile_backend)
     groups = model.parameter_groups()
     optimizer = torch.optim.Adam(
         [{"params": groups["dvae"], "lr": 3e-4}, {"params": groups["main"], "lr": 1e-4}]
@@ -99,20 +126,23 @@ def time_training(
     size = config.model.config.image_size
     images = [torch.rand(batch_size, 3, size, size, device=device) for _ in range(2)]  # (B, 3, H, W)
     _reset_peak(device)
+    begun = time.perf_counter()
     started = 0.0
+    warmup_seconds = 0.0
     for index in range(warmup + steps):
         if index == warmup:
             _sync(device)
             started = time.perf_counter()
+            warmup_seconds = started - begun
         batch = {"image": images[index % 2]}
         optimizer.zero_grad(set_to_none=True)
-        with torch.autocast(device.type, dtype=torch.bfloat16):
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
             loss = model.compute_loss(model(batch), batch).loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(parameters, 1.0, norm_type=float("inf"))
         optimizer.step()
     _sync(device)
-    return steps / (time.perf_counter() - started), _peak_gib(device)
+    return TrainingTiming(steps / (time.perf_counter() - started), _peak_gib(device), warmup_seconds)
 
 
 def time_generation(
@@ -122,6 +152,8 @@ def time_generation(
     config = _config("IN", overrides)
     torch.manual_seed(0)
     model = build_model(config).to(device).eval()
+    if not isinstance(model, Slate):
+        raise BenchmarkError(f"the generation check needs a SLATE config, got model {config.model.name!r}")
     size = config.model.config.image_size
     image = torch.rand(batch_size, 3, size, size, device=device)  # (B, 3, H, W)
     with torch.autocast(device.type, dtype=torch.bfloat16):
@@ -203,8 +235,12 @@ def run_checks(
     eval_images: int,
     workers: int,
     budget_s: float,
+    compile_backend: str | None,
 ) -> list[Row]:
-    """Every check, in order; a section that would start after ``budget_s`` seconds is skipped."""
+    """Every check, in order; a section that would start after ``budget_s`` seconds is skipped.
+
+    ``compile_backend`` None skips the compiled rows.
+    """
     rows: list[Row] = []
     started = time.perf_counter()
     size = _config("IN", overrides).model.config.image_size
@@ -215,15 +251,27 @@ def run_checks(
             return True
         return False
 
-    for variant in ("vanilla", "IN"):
-        if over_budget(f"training {variant}"):
+    runs: list[tuple[str, bool, str | None]] = [
+        ("vanilla", True, None),
+        ("IN", True, None),
+        ("IN", False, None),
+    ]
+    if compile_backend is not None:
+        runs += [("IN", True, compile_backend), ("vanilla", True, compile_backend)]
+    for variant, bf16, backend in runs:
+        mode = f"{'compiled' if backend else 'eager'}, {'bf16 autocast' if bf16 else 'fp32 (TF32 matmuls)'}"
+        if over_budget(f"training {variant}, {mode}"):
             continue
-        speed, peak = time_training(variant, overrides, device, batch_size, warmup, steps)
+        timing = time_training(
+            variant, overrides, device, batch_size, warmup, steps, bf16=bf16, compile_backend=backend
+        )
+        compiled = f", warm-up incl. compilation {timing.warmup_seconds:.0f} s" if backend else ""
         rows.append(
             Row(
-                f"SLATE training step, {variant}",
-                f"{size}x{size}, batch {batch_size}, 7 iterations, bf16 autocast",
-                f"{speed:.2f} steps/s ({speed * batch_size:.0f} images/s), peak {peak}",
+                f"SLATE training step, {variant}, {mode}",
+                f"{size}x{size}, batch {batch_size}, 7 iterations",
+                f"{timing.steps_per_second:.2f} steps/s "
+                f"({timing.steps_per_second * batch_size:.0f} images/s), peak {timing.peak}{compiled}",
             )
         )
     if not over_budget("cached generation"):
@@ -249,14 +297,17 @@ def format_table(rows: Sequence[Row]) -> str:
     return "\n".join(lines)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run the checks on CUDA, or the tiny CPU dry run without it; returns the exit code."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the benchmark's options."""
     parser.add_argument("--steps", type=int, default=300, help="steps of the short Table 3 run (default 300)")
     parser.add_argument("--batch-size", type=int, default=50, help="training batch size (SLATE: 50)")
-    parser.add_argument("--budget-s", type=float, default=420.0, help="skip sections starting after this")
+    parser.add_argument("--budget-s", type=float, default=480.0, help="skip sections starting after this")
+    parser.add_argument("--no-compile", action="store_true", help="skip the compiled training rows")
     parser.add_argument("--cpu-dry-run", action="store_true", help="force the CPU dry run (also on CUDA)")
-    args = parser.parse_args(argv)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the checks on CUDA, or the tiny CPU dry run without it; returns the exit code."""
     if torch.cuda.is_available() and not args.cpu_dry_run:
         device = torch.device("cuda")
         torch.backends.cuda.matmul.allow_tf32 = True
@@ -273,11 +324,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             eval_images=64,
             workers=8,
             budget_s=args.budget_s,
+            compile_backend=None if args.no_compile else "inductor",
         )
     else:
         print(
             "No CUDA device: this is NOT the GPU check. Running the same code path at a tiny size on the CPU "
-            "(dry run) so the script is exercised; numbers below say nothing about GPU speed.\n"
+            "(dry run; compiled rows only trace, with the 'eager' backend) so the command is exercised; "
+            "numbers below say nothing about GPU speed.\n"
         )
         torch.set_num_threads(1)
         rows = run_checks(
@@ -291,10 +344,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             eval_images=2,
             workers=0,
             budget_s=args.budget_s,
+            compile_backend=None if args.no_compile else "eager",
         )
     print(format_table(rows))
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
