@@ -131,7 +131,7 @@ def _our_model(options: argparse.Namespace) -> torch.nn.Module:
 
 def measure_our_training(options: argparse.Namespace) -> Measurement:
     """Child process: our SLATE training step (the same step as ``bench train-step``)."""
-    from implicit_slots.benchmarks.training_step import make_optimizer, training_step
+    from implicit_slots.benchmarks.slate_step import make_optimizer, training_step
 
     model = _our_model(options).train()
     optimizer, parameters = make_optimizer(model)  # type: ignore[arg-type]
