@@ -653,6 +653,27 @@ def _model_schema(name: str, source: str) -> DictConfig:
     return OmegaConf.structured(spec.config_type)
 
 
+# Model keys that older versions wrote into every saved run config and that no longer exist, with the value
+# that meant "off". A saved config that has one at that value loads (the key is dropped: it changed
+# nothing); any other value is an error, because the run used a feature this version does not have.
+REMOVED_MODEL_KEYS: dict[str, dict[str, Any]] = {
+    "slate": {"token_dropout": 0.0, "scheduled_sampling": 0.0},  # removed 2026-12-01, never in SLATE
+}
+
+
+def _drop_removed_keys(model_name: str, values: dict[str, Any], source: str) -> dict[str, Any]:
+    """``values`` without the removed keys of :data:`REMOVED_MODEL_KEYS` that hold their "off" value."""
+    removed = REMOVED_MODEL_KEYS.get(model_name, {})
+    for key in sorted(set(values) & set(removed)):
+        if values[key] != removed[key]:
+            raise ConfigError(
+                f"{source}: key 'model.{key}' = {values[key]!r}: this option was removed from {model_name} "
+                f"(only {removed[key]!r}, off, is accepted in old run configs); this version cannot "
+                "reproduce a run that used it"
+            )
+    return {k: v for k, v in values.items() if k not in removed}
+
+
 def load_config(path: str | Path | None, overrides: Sequence[str] = ()) -> ExperimentConfig:
     """Load and validate an experiment config.
 
@@ -693,7 +714,9 @@ def _build(file_source: str, loaded: DictConfig, overrides: list[tuple[str, Dict
     for source, layer in [(file_source, loaded), *overrides]:
         model_layer = layer.get("model")
         if model_layer is not None:
-            model_values = {k: v for k, v in model_layer.items() if k != "name"}
+            model_values = _drop_removed_keys(
+                model_name, {k: v for k, v in model_layer.items() if k != "name"}, source
+            )
             model_cfg = _merge(model_cfg, OmegaConf.create(model_values), source, prefix="model.")
         rest_layer = {k: v for k, v in layer.items() if k != "model"}
         rest_cfg = _merge(rest_cfg, OmegaConf.create(rest_layer), source, prefix="")
