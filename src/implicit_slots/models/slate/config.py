@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from implicit_slots.models.slate.dvae_model import load_dvae_weights
 from implicit_slots.models.slate.model import Slate
 from implicit_slots.slot_attention import SlotAttentionConfig, build_slot_attention
 
@@ -38,6 +39,10 @@ class SlateConfig:
             prefix token is replaced by the decoder's own greedy prediction in training; can be scheduled
             (``training.hyperparameter_schedules.scheduled_sampling``, docs/slate.md).
         slot_attention: the slot-attention module (variant, iterations, slots, sizes, solver options).
+        dvae_init: start the dVAE from the weights of a run folder or checkpoint of a ``dvae`` or ``slate``
+            run (two-stage SLATE); its image size and vocabulary must match. Null: a fresh dVAE.
+        freeze_dvae: keep the dVAE fixed (no gradient, no update, its MSE out of the loss, argmax tokens in
+            training too); meant with ``dvae_init``. False: the dVAE trains with the rest (official SLATE).
     """
 
     image_size: int = 64
@@ -53,6 +58,8 @@ class SlateConfig:
     token_dropout: float = 0.0
     scheduled_sampling: float = 0.0
     slot_attention: SlotAttentionConfig = field(default_factory=_slate_slot_attention)
+    dvae_init: str | None = None
+    freeze_dvae: bool = False
 
 
 def build_slate(config: SlateConfig) -> Slate:
@@ -76,7 +83,7 @@ def build_slate(config: SlateConfig) -> Slate:
         raise ValueError(f"model.scheduled_sampling must be in [0, 1], got {config.scheduled_sampling!r}")
     if config.gumbel_temperature <= 0:
         raise ValueError(f"model.gumbel_temperature must be > 0, got {config.gumbel_temperature!r}")
-    return Slate(
+    model = Slate(
         image_size=config.image_size,
         slot_attention=build_slot_attention(config.d_model, config.slot_attention),
         vocab_size=config.vocab_size,
@@ -91,3 +98,10 @@ def build_slate(config: SlateConfig) -> Slate:
         token_dropout=config.token_dropout,
         scheduled_sampling=config.scheduled_sampling,
     )
+    if config.freeze_dvae and config.dvae_init is None:
+        raise ValueError("model.freeze_dvae needs model.dvae_init (a frozen fresh dVAE tokenises at random)")
+    if config.dvae_init is not None:
+        load_dvae_weights(model.dvae, config.dvae_init, config.image_size)
+    if config.freeze_dvae:
+        model.freeze_dvae()
+    return model
