@@ -35,8 +35,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from implicit_slots.config import (
     DiagnosticsConfig,
     ExperimentConfig,
@@ -294,18 +292,20 @@ def build_plan(
     if not wanted:
         raise ReproduceError(f"--only {list(only)} matches no config of {[e.name for e in experiments]}")
     # Shared runs are named after the Table 3 cell when there is one, else the alphabetically first config.
-    # Files whose YAML values are equal are the same experiment (comments aside); the same overrides apply
-    # to all, so they stay equal after them.
+    # Files whose resolved configs are equal are the same experiment (comments and the layering of `base:`
+    # files aside); the same overrides apply to all, so they stay equal after them. Files named `_*` are
+    # bases of others, not experiments.
     all_names = sorted(
-        (path.stem for path in (CONFIG_ROOT / scale).glob("*.yaml")),
+        (path.stem for path in (CONFIG_ROOT / scale).glob("*.yaml") if not path.stem.startswith("_")),
         key=lambda name: (not name.startswith("table"), name),
     )
     groups: dict[str, list[str]] = {}
     for name in all_names:
         try:
-            values = yaml.safe_load((CONFIG_ROOT / scale / f"{name}.yaml").read_text())
-        except yaml.YAMLError as error:
-            raise ReproduceError(f"{CONFIG_ROOT / scale / name}.yaml: not valid YAML: {error}") from error
+            values = config_to_dict(load_config(CONFIG_ROOT / scale / f"{name}.yaml"))
+        except ConfigError as error:
+            raise ReproduceError(str(error)) from error
+        values.pop("provenance", None)
         groups.setdefault(json.dumps(values, sort_keys=True, default=str), []).append(name)
     canonical = {name: names[0] for names in groups.values() for name in names}
     aliases = {names[0]: tuple(names) for names in groups.values()}
