@@ -265,7 +265,8 @@ def build_plan(
         experiments: the experiments to run (in order; their runs keep that order).
         scale: ``cpu`` or ``paper``.
         seeds: number of seeds (``training.seed = 0 .. seeds-1``).
-        runs_dir: where run folders go (``runs_dir/<config>/seed<s>``).
+        runs_dir: where run folders go (``runs_dir/<config>/seed<s>``; two-stage SLATE's stages and arms in
+            ``runs_dir/two_stage/``).
         overrides: dotted overrides applied to every run (e.g. ``data.root=...``).
         only: glob patterns on config names; when given, only matching curves run.
         dvae: ``auto`` (each experiment's choice at the scale), or ``joint`` / ``two-stage`` for every
