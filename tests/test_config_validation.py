@@ -118,7 +118,9 @@ def test_one_default_for_the_backward_solver_budget() -> None:
 def test_removed_model_keys_load_when_off_and_are_named_otherwise(tmp_path: Path) -> None:
     """Run configs saved before token_dropout / scheduled_sampling were removed still load."""
     path = tmp_path / "old.yaml"
-    path.write_text("model: {name: slate, token_dropout: 0.0, scheduled_sampling: 0.0}\ndata: {name: clevr-lite}\n")
+    path.write_text(
+        "model: {name: slate, token_dropout: 0.0, scheduled_sampling: 0.0}\ndata: {name: clevr-lite}\n"
+    )
     assert load_config(path).model.name == "slate"
     path.write_text("model: {name: slate, token_dropout: 0.3}\ndata: {name: clevr-lite}\n")
     with pytest.raises(ConfigError, match=r"model\.token_dropout.*was removed"):

@@ -5,7 +5,7 @@ import itertools
 import pytest
 import torch
 
-from implicit_slots.metrics import hungarian_huber_loss, hungarian_match, pairwise_huber_cost
+from implicit_slots.metrics import hungarian_huber_loss, hungarian_match, pad_set, pairwise_huber_cost
 
 
 def _keras_huber(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -42,13 +42,24 @@ def test_permuted_predictions_give_zero_loss_and_the_permutation() -> None:
     assert assignment.tolist() == [torch.argsort(permutation).tolist()] * 2
 
 
-def test_gradient_flows_to_matched_predictions_only() -> None:
+def test_every_prediction_is_matched_and_gets_a_gradient() -> None:
     predictions = torch.randn(1, 3, 19, requires_grad=True)
     targets = torch.rand(1, 2, 19)
     hungarian_huber_loss(predictions, targets).backward()
     assert predictions.grad is not None
     nonzero = predictions.grad.abs().sum(-1)[0] > 0
-    assert nonzero.sum().item() == 2  # two targets, three predictions: one slot unmatched
+    assert nonzero.all()  # two targets, three predictions: the third is matched to a zero row
+
+
+def test_loss_equals_the_loss_against_zero_padded_targets() -> None:
+    predictions, targets = torch.rand(2, 4, 19), torch.rand(2, 2, 19)
+    padded = torch.cat([targets, torch.zeros(2, 2, 19)], dim=1)
+    torch.testing.assert_close(
+        hungarian_huber_loss(predictions, targets), hungarian_huber_loss(predictions, padded)
+    )
+    assert pad_set(targets, 4).shape == (2, 4, 19) and pad_set(padded, 4) is padded
+    with pytest.raises(ValueError, match="do not fit"):
+        pad_set(padded, 3)
 
 
 def test_bad_shapes_raise() -> None:

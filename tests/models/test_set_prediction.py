@@ -125,3 +125,28 @@ def test_config_files_load_and_build(path: Path) -> None:
     assert config.model.name == "set_prediction"
     model = get_model_spec("set_prediction").build(config.model.config)
     assert model.slot_attention.num_slots == config.model.config.slot_attention.num_slots
+
+
+def test_every_slot_is_matched_and_padded_rows_are_no_object() -> None:
+    """Hand-built: 3 slots, 2 real objects. Slots 0 and 2 predict the objects exactly; slot 1 predicts a
+    third object with confidence 1. Without padding slot 1 would get no loss; with it, slot 1 is matched to
+    a zero row, so its whole cost (its confidence included) is the loss and its gradient lowers the
+    confidence."""
+    model = build_set_prediction(_tiny_config())
+    objects = torch.zeros(1, 2, 19)
+    objects[0, 0, [0, 1, 2, 3, 5, 7, 10, 18]] = torch.tensor([0.2, 0.3, 0.1, 1, 1, 1, 1, 1])
+    objects[0, 1, [0, 1, 2, 4, 6, 9, 12, 18]] = torch.tensor([0.7, 0.6, 0.1, 1, 1, 1, 1, 1])
+    intruder = torch.zeros(19)
+    intruder[[0, 1, 2, 3, 6, 8, 15, 18]] = torch.tensor([0.5, 0.5, 0.1, 1, 1, 1, 1, 1])
+    predictions = torch.stack([objects[0, 1], intruder, objects[0, 0]]).unsqueeze(0).requires_grad_(True)
+    output = SetPredictionOutput(
+        slot_attention=model({"image": torch.rand(1, 3, 16, 16)}).slot_attention, predictions=predictions
+    )
+    loss = model.compute_loss(output, {"image": torch.rand(1, 3, 16, 16), "properties": objects}).loss
+    no_object_cost = (0.5 * intruder.square()).mean()  # Huber (|x| <= 1) against the all-zero row
+    torch.testing.assert_close(loss, no_object_cost)
+    loss.backward()
+    assert predictions.grad is not None
+    assert (predictions.grad[0, 1].abs() > 0).any()  # the spare slot is matched
+    assert predictions.grad[0, 1, 18] > 0  # gradient descent lowers its confidence ("no object")
+    assert predictions.grad[0, [0, 2]].abs().sum() == 0  # exact predictions: zero cost, zero gradient

@@ -167,7 +167,7 @@ def test_cli_report_only_writes_every_figure(tmp_path: Path, capsys: pytest.Capt
 
 
 def test_plan_shares_identical_configs_and_orders_by_experiment(tmp_path: Path) -> None:
-    plan = build_plan([EXPERIMENTS["fig3a"], EXPERIMENTS["fig3b"]], "cpu", 2, tmp_path)
+    plan = build_plan([EXPERIMENTS["fig3a"], EXPERIMENTS["fig3b"]], "cpu", 2, tmp_path, dvae="joint")
     names = [(spec.config_name, spec.seed) for spec in plan]
     # At CPU scale Fig. 3a's runs are Fig. 3b's are Table 3's CLEVR-Mirror runs: trained once.
     assert names[:4] == [

@@ -5,11 +5,17 @@ Usage::
     implicit-slots reproduce --list
     implicit-slots reproduce NAME [NAME ...] [--scale cpu|paper] [--seeds N] [--jobs J]
                              [--runs-dir DIR] [--out DIR] [--only GLOB ...] [--set KEY=VALUE ...]
+                             [--dvae auto|joint|two-stage]
 
 Every config of the experiment (``configs/paper/<scale>/<curve>.yaml``) is trained for each seed
 (``training.seed = 0 .. N-1``) and evaluated, J subprocesses at a time with one thread each. Complete
 runs are skipped, interrupted ones resumed. Then ``--out`` receives, per experiment, ``NAME.png`` (learning
 curves and bars, mean ± std over seeds) and ``NAME.md`` (the results table with the paper's numbers).
+
+SLATE runs train their dVAE jointly (official SLATE) or, in two-stage SLATE, start from a dVAE trained
+once per (dataset, resolution, seed) and shared by every arm of that seed. Each experiment states which at
+each scale; ``--dvae joint`` / ``--dvae two-stage`` forces one (its tables are then written as
+``NAME_joint.md`` / ``NAME_two_stage.md`` where that is not the experiment's choice).
 """
 
 from __future__ import annotations
@@ -58,6 +64,13 @@ def register(subparsers: Any) -> None:
         dest="overrides",
         help="config overrides for every run (e.g. data.root=/data/clevr-mirror training.precision=bf16)",
     )
+    parser.add_argument(
+        "--dvae",
+        default="auto",
+        choices=["auto", "joint", "two-stage"],
+        help="SLATE's dVAE: each experiment's choice at the scale (auto), trained jointly, or a shared "
+        "pre-trained dVAE stage (two-stage)",
+    )
     parser.add_argument("--fid-weights", type=Path, default=None, help="FID Inception weights (evaluate)")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="evaluation device")
     parser.add_argument("--dry-run", action="store_true", help="print the plan and commands, run nothing")
@@ -93,7 +106,13 @@ def run(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     try:
         plan = build_plan(
-            experiments, args.scale, args.seeds, runs_dir, overrides=args.overrides, only=args.only
+            experiments,
+            args.scale,
+            args.seeds,
+            runs_dir,
+            overrides=args.overrides,
+            only=args.only,
+            dvae=args.dvae,
         )
         print(
             f"[reproduce] {len(plan)} runs ({', '.join(e.name for e in experiments)}, scale {args.scale}, "
@@ -110,12 +129,19 @@ def run(args: argparse.Namespace) -> int:
                 retry_diverged=args.retry_diverged,
             )
             results = execute_plan(plan, options)
-            failed = sum(r.status in ("train-failed", "eval-failed") for r in results)
+            failed = sum(r.status in ("train-failed", "eval-failed", "stage-failed") for r in results)
         if args.dry_run:
             return 0
         command = shlex.join(["implicit-slots", *sys.argv[1:]]) if sys.argv else ""
         written = write_reports(
-            experiments, args.scale, args.seeds, runs_dir, out_dir, plan=plan, command=command
+            experiments,
+            args.scale,
+            args.seeds,
+            runs_dir,
+            out_dir,
+            plan=plan,
+            command=command,
+            dvae=args.dvae,
         )
     except ReproduceError as error:
         raise CommandError(str(error)) from error

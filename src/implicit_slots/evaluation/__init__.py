@@ -55,6 +55,7 @@ Evaluator = Callable[[ObjectCentricModel, Dataset, EvaluationOptions], Evaluatio
 _EVALUATORS: dict[str, Evaluator] = {}
 _EVALUATOR_MODULES = (
     "implicit_slots.evaluation.slate",
+    "implicit_slots.evaluation.dvae",
     "implicit_slots.evaluation.autoencoder",
     "implicit_slots.evaluation.set_prediction",
 )

@@ -18,7 +18,13 @@ from torch.utils.data import DataLoader, Dataset, Subset
 
 from implicit_slots.data.schema import COLORS, MATERIALS, PROPERTY_SLICES, SHAPES, SIZES
 from implicit_slots.evaluation import EvaluationOptions, EvaluationReport, register_evaluator
-from implicit_slots.metrics import AP_THRESHOLDS, average_precision, hungarian_match, pairwise_huber_cost
+from implicit_slots.metrics import (
+    AP_THRESHOLDS,
+    average_precision,
+    hungarian_match,
+    pad_set,
+    pairwise_huber_cost,
+)
 from implicit_slots.metrics.set_matching import hungarian_huber_loss
 from implicit_slots.models.base import ObjectCentricModel
 from implicit_slots.models.set_prediction import SetPredictionOutput
@@ -53,7 +59,9 @@ def objects_table(predictions: Tensor, targets: Tensor, first_image: int = 0) ->
         Markdown text with columns image, true object, predicted object, confidence, distance
         (CLEVR units), and whether all four attributes agree.
     """
-    assignment = hungarian_match(pairwise_huber_cost(predictions, targets))  # (B, Kt)
+    # The training loss's matching: targets padded with "no object" rows, so every slot is assigned.
+    targets = pad_set(targets, predictions.shape[1])  # (B, K, 19)
+    assignment = hungarian_match(pairwise_huber_cost(predictions, targets))  # (B, K)
     lines = [
         "| image | true object | predicted object | confidence | distance | attributes |",
         "|---:|---|---|---:|---:|:---:|",

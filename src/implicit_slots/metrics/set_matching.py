@@ -62,21 +62,50 @@ def hungarian_match(cost: Tensor) -> Tensor:
     return torch.from_numpy(assignment).to(cost.device)
 
 
+def pad_set(targets: Tensor, size: int) -> Tensor:
+    """Pad a batch of target sets with all-zero rows ("no object") to ``size`` elements.
+
+    Locatello et al. pad every CLEVR target set with zero rows to the number of slots, so that the
+    Hungarian matching assigns *every* slot: a slot that matches no real object is matched to a zero row
+    and learns to predict real-object flag 0. Without the padding, Kp - Kt slots per image get no loss
+    at all, yet their confidences are still ranked by the average precision.
+
+    Args:
+        targets: (B, Kt, D) target elements; padding rows are all zeros (real-object flag 0).
+        size: Kp, the number of rows wanted (the number of predicted elements), ``size >= Kt``.
+
+    Returns:
+        (B, size, D): ``targets`` followed by ``size - Kt`` zero rows (``targets`` itself when Kt == size).
+    """
+    if targets.dim() != 3:
+        raise ValueError(f"pad_set expects targets (B, Kt, D); got shape {tuple(targets.shape)}")
+    missing = size - targets.shape[1]
+    if missing < 0:
+        raise ValueError(
+            f"pad_set: {targets.shape[1]} target elements do not fit in {size} predicted elements"
+        )
+    if missing == 0:
+        return targets
+    return functional.pad(targets, (0, 0, 0, missing))  # (B, size, D)
+
+
 def hungarian_huber_loss(predictions: Tensor, targets: Tensor) -> Tensor:
     """Set-prediction loss of Locatello et al.: Huber costs summed over the optimal matching.
 
     The matching is found without gradient; the loss is differentiable in ``predictions`` through
-    the matched costs. Padding rows of the targets take part like any other element (as in the
-    reference), so the model also learns to predict "not a real object" for unused slots.
+    the matched costs. The targets are first padded with zero rows to Kp elements (:func:`pad_set`, as
+    in the reference, whose data pipeline pads to the number of slots), so every predicted element is
+    matched and the slots left over learn "not a real object" (flag 0).
 
     Args:
         predictions: (B, Kp, D) predicted elements (e.g. D = 19 CLEVR properties).
-        targets: (B, Kt, D) ground-truth elements, Kt <= Kp.
+        targets: (B, Kt, D) ground-truth elements, Kt <= Kp; padding rows are all zeros.
 
     Returns:
-        Scalar: mean over the batch of the sum over ground-truth elements of the matched Huber cost.
+        Scalar: mean over the batch of the sum over all Kp matched pairs of the Huber cost.
     """
-    cost = pairwise_huber_cost(predictions, targets)  # (B, Kt, Kp)
-    assignment = hungarian_match(cost)  # (B, Kt)
-    matched_cost = cost.gather(2, assignment.unsqueeze(2)).squeeze(2)  # (B, Kt)
+    targets = pad_set(targets, predictions.shape[1])  # (B, Kp, D)
+    cost = pairwise_huber_cost(predictions, targets)  # (B, Kp, Kp)
+    assignment = hungarian_match(cost)  # (B, Kp)
+    matched_cost = cost.gather(2, assignment.unsqueeze(2)).squeeze(2)  # (B, Kp)
     return matched_cost.sum(dim=1).mean()

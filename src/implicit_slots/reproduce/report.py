@@ -1,9 +1,11 @@
 """The figure (PNG) and the results table (Markdown) of an experiment, from its run folders.
 
-For every curve of the experiment and every seed, the run folder is found through the plan (shared runs
-included) or, without a plan, at ``runs_dir/<config>/seed<s>``. Learning-curve panels show mean ± std over
-seeds; bar panels show the final metrics (mean ± std, one dot per seed). The Markdown table lists our
-mean ± std next to the paper's number ("not reported" where the paper gives none).
+For every curve of the experiment and every seed, the run folder is found through the plan (shared runs and
+two-stage SLATE's ``runs_dir/two_stage/`` included) or, without a plan, at ``runs_dir/<config>/seed<s>``.
+Each report says how its SLATE runs trained their dVAE (jointly, or from a shared dVAE stage, with that
+stage's ``mse_dvae`` against its all-background ``mse_background`` per seed). Learning-curve panels show
+mean ± std over seeds; bar panels show the final metrics (mean ± std, one dot per seed). The Markdown table
+lists our mean ± std next to the paper's number ("not reported" where the paper gives none).
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from implicit_slots.reproduce.aggregate import (
     load_run,
 )
 from implicit_slots.reproduce.experiments import NOT_REPORTED, Curve, Experiment
-from implicit_slots.reproduce.runs import RunSpec
+from implicit_slots.reproduce.runs import RunSpec, uses_two_stage
 
 __all__ = ["CurveRuns", "collect_runs", "draw_figure", "results_table", "write_reports"]
 
@@ -51,17 +53,21 @@ def collect_runs(
     experiment: Experiment, seeds: int, runs_dir: Path, plan: Sequence[RunSpec] | None = None
 ) -> list[CurveRuns]:
     """The run records of every curve of ``experiment`` (seeds ``0 .. seeds-1``)."""
-    aliases: dict[tuple[str, int], str] = {}
+    aliases: dict[tuple[str, int], RunSpec] = {}
     for spec in plan or ():
+        if spec.kind != "run":
+            continue
         for alias in spec.aliases:
-            aliases[(alias, spec.seed)] = spec.config_name
+            aliases[(alias, spec.seed)] = spec
     collected = []
     for curve in experiment.curves:
         runs = []
         run_name = curve.config
         for seed in range(seeds):
-            run_name = aliases.get((curve.config, seed), curve.config)
-            record = load_run(runs_dir / run_name / f"seed{seed}", seed)
+            found = aliases.get((curve.config, seed))
+            run_name = found.config_name if found is not None else curve.config
+            run_dir = found.run_dir if found is not None else runs_dir / curve.config / f"seed{seed}"
+            record = load_run(run_dir, seed)
             if record is not None:
                 runs.append(record)
         collected.append(CurveRuns(curve, run_name, runs, seeds))
@@ -213,6 +219,62 @@ def draw_figure(experiment: Experiment, collected: Sequence[CurveRuns], path: Pa
     return path
 
 
+def dvae_training_section(
+    experiment: Experiment, scale: str, plan: Sequence[RunSpec], dvae: str
+) -> list[str]:
+    """Markdown lines: how the experiment's SLATE runs trained their dVAE (and each dVAE stage's result)."""
+    arms = _slate_arms(experiment, plan)
+    if not arms:
+        return []
+    stage = uses_two_stage(experiment, scale, dvae)
+    if stage is None:
+        return ["SLATE training: **joint** (official SLATE: the dVAE trains with the rest of each run).", ""]
+    stage_dirs = sorted({spec.dvae_stage for spec in arms if spec.dvae_stage is not None})
+    lines = [
+        "SLATE training: **two-stage**: every arm of a seed starts from the same pre-trained dVAE "
+        f"(`model.dvae_init`, {'frozen' if stage.freeze else 'fine-tuned'}), trained once per "
+        "(dataset, resolution, seed):",
+        "",
+        "| dVAE stage | seed | steps | mse_dvae | mse_background (all-background image) |",
+        "|---|---|---|---|---|",
+    ]
+    for stage_dir in stage_dirs:
+        record = load_run(stage_dir, 0)
+        values = record.eval_metrics if record is not None else {}
+        cells = [
+            f"`{stage_dir.parent.name}`",
+            stage_dir.name.removeprefix("seed"),
+            str(record.last_step) if record is not None else "-",
+            *(
+                f"{values[key]:.4g}" if values.get(key) is not None else "-"
+                for key in ("mse_dvae", "mse_background")
+            ),
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return [*lines, ""]
+
+
+def _slate_arms(experiment: Experiment, plan: Sequence[RunSpec]) -> list[RunSpec]:
+    curves = {curve.config for curve in experiment.curves}
+    return [
+        spec
+        for spec in plan
+        if spec.kind == "run" and curves & set(spec.aliases) and spec.config.model.name == "slate"
+    ]
+
+
+def report_name(experiment: Experiment, scale: str, dvae: str, plan: Sequence[RunSpec]) -> str:
+    """``<name>``, or ``<name>_joint`` / ``<name>_two_stage`` where ``--dvae`` overrides the experiment's
+    choice for its SLATE runs (so that both kinds of report can sit side by side)."""
+    if not _slate_arms(experiment, plan):
+        return experiment.name
+    default = uses_two_stage(experiment, scale, "auto") is not None
+    chosen = uses_two_stage(experiment, scale, dvae) is not None
+    if chosen == default:
+        return experiment.name
+    return f"{experiment.name}_{'two_stage' if chosen else 'joint'}"
+
+
 def write_reports(
     experiments: Sequence[Experiment],
     scale: str,
@@ -222,13 +284,19 @@ def write_reports(
     *,
     plan: Sequence[RunSpec] | None = None,
     command: str = "",
+    dvae: str = "auto",
 ) -> list[Path]:
-    """Write ``out_dir/<name>.png`` and ``out_dir/<name>.md`` for every experiment; returns the paths."""
+    """Write ``out_dir/<name>.png`` and ``out_dir/<name>.md`` for every experiment; returns the paths.
+
+    ``dvae`` is ``reproduce --dvae``: where it overrides an experiment's choice, the files are named
+    ``<name>_joint`` / ``<name>_two_stage`` (:func:`report_name`).
+    """
     written = []
     out_dir.mkdir(parents=True, exist_ok=True)
     for experiment in experiments:
         collected = collect_runs(experiment, seeds, runs_dir, plan)
-        figure = draw_figure(experiment, collected, out_dir / f"{experiment.name}.png", scale)
+        name = report_name(experiment, scale, dvae, plan or ())
+        figure = draw_figure(experiment, collected, out_dir / f"{name}.png", scale)
         text = [
             f"# {experiment.name}: {experiment.title}",
             "",
@@ -238,6 +306,7 @@ def write_reports(
             "",
             *(f"- {claim}" for claim in experiment.claims),
             "",
+            *dvae_training_section(experiment, scale, plan or (), dvae),
             f"![{experiment.name}]({figure.name})",
             "",
             "Mean ± sample std over seeds. `(train, last 10%)` columns are the mean over the last 10% of "
@@ -252,7 +321,7 @@ def write_reports(
         ]
         if command:
             text += ["Command:", "", "```", command, "```", ""]
-        markdown = out_dir / f"{experiment.name}.md"
+        markdown = out_dir / f"{name}.md"
         markdown.write_text("\n".join(text))
         written += [figure, markdown]
     return written

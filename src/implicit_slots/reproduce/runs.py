@@ -9,10 +9,19 @@ and ``eval/metrics.json`` evaluates that checkpoint; complete runs are skipped, 
 Configs of different table cells / figure curves that resolve to the same experiment (e.g. Fig. 5's
 "all tricks" curve and Table 3's CLEVR-Mirror cell) share one run folder, named after the alphabetically
 first such config: the run is trained once and read by every figure that shows it.
+
+Two-stage SLATE (an experiment's ``dvae_stage`` at the scale, or ``--dvae two-stage``): the plan first holds
+one *dVAE stage* per (dataset, resolution, seed), a ``dvae`` model trained with SLATE's dVAE recipe
+(:func:`dvae_stage_config`), in ``runs_dir/two_stage/dvae_<dataset>_<size>px_<hash>/seed<s>``; every SLATE
+arm of that seed runs in ``runs_dir/two_stage/<config>/seed<s>`` with ``model.dvae_init`` = the stage's
+folder (and ``model.freeze_dvae``). Stages are skipped, resumed and evaluated like any run, and run before
+the arms.
 """
 
 from __future__ import annotations
 
+import copy
+import hashlib
 import json
 import os
 import shutil
@@ -26,10 +35,24 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from implicit_slots.config import ExperimentConfig, config_to_dict, load_config
+from implicit_slots.config import (
+    DiagnosticsConfig,
+    ExperimentConfig,
+    GradClipConfig,
+    LRDecayConfig,
+    ModelSection,
+    OptimizerConfig,
+    ParamGroupConfig,
+    TrainingConfig,
+    ValidationConfig,
+    config_to_dict,
+    load_config,
+    save_config,
+)
 from implicit_slots.reproduce.experiments import (
     CONFIG_ROOT,
     SCALES,
+    DvaeStage,
     EvaluationPlan,
     Experiment,
     config_names,
@@ -37,16 +60,23 @@ from implicit_slots.reproduce.experiments import (
 from implicit_slots.training import DIVERGED_EXIT_CODE, INTERRUPTED_EXIT_CODE
 
 __all__ = [
+    "DVAE_MODES",
     "RUN_STATUS_FILE",
+    "TWO_STAGE_DIR",
     "ReproduceError",
     "RunSpec",
     "RunState",
     "build_plan",
+    "dvae_stage_config",
     "execute_plan",
     "inspect_run",
 ]
 
 RUN_STATUS_FILE = "reproduce_status.json"
+TWO_STAGE_DIR = "two_stage"  # runs_dir/two_stage/ holds the dVAE stages and the SLATE arms built on them
+DVAE_MODES = ("auto", "joint", "two-stage")  # reproduce --dvae: the experiment's choice, or forced
+STAGE_CONFIG_FILE = "stage.yaml"  # the dVAE stage's config (seed 0; the seed is an override), in its folder
+DVAE_STAGE_GRAD_CLIP = 1.0  # official SLATE: clip_grad_norm_(params, 1.0, 'inf') over all parameters
 
 
 class ReproduceError(ValueError):
@@ -66,6 +96,8 @@ class RunSpec:
         run_dir: the run folder.
         config: the resolved config.
         evaluation: how to evaluate the run.
+        kind: ``"run"`` (a table cell / figure curve) or ``"dvae-stage"`` (a shared dVAE of two-stage SLATE).
+        dvae_stage: for a SLATE arm of two-stage SLATE, the folder of the dVAE stage it starts from.
     """
 
     config_name: str
@@ -76,6 +108,8 @@ class RunSpec:
     run_dir: Path
     config: ExperimentConfig
     evaluation: EvaluationPlan
+    kind: str = "run"
+    dvae_stage: Path | None = None
 
     @property
     def label(self) -> str:
@@ -116,6 +150,103 @@ def _run_overrides(seed: int, user_overrides: Sequence[str]) -> tuple[str, ...]:
     return (f"training.seed={seed}", "training.num_threads=1", *user_overrides)
 
 
+def dvae_stage_config(arm: ExperimentConfig, stage: DvaeStage) -> ExperimentConfig:
+    """The config of the dVAE stage of a SLATE arm: SLATE's dVAE, data and dVAE recipe, nothing else.
+
+    Only what every arm of a comparison shares enters it (the data, the dVAE's sizes, the batch size, the
+    ``dvae`` group's learning rate, the Gumbel-temperature schedule, optimizer type, device, precision,
+    seed), so all arms on one (dataset, resolution) get the same stage. What a claim varies (slot attention,
+    clipping, warm-up, decay of the ``main`` group) does not enter. Fixed, as official SLATE trains its dVAE:
+    no warm-up (unless the ``dvae`` group states one), no learning-rate decay, gradients clipped to a largest
+    entry of 1.0. No diagnostics (a dVAE has no slot attention) and no validation.
+
+    Args:
+        arm: a resolved ``slate`` config.
+        stage: the experiment's dVAE stage (steps).
+
+    Raises:
+        ReproduceError: ``arm`` is not a SLATE config.
+    """
+    if arm.model.name != "slate":
+        raise ReproduceError(f"a dVAE stage is derived from a 'slate' config, got model {arm.model.name!r}")
+    from implicit_slots.models.slate import DvaeConfig
+
+    slate = arm.model.config
+    t = arm.training
+    group = t.optimizer.groups.get("dvae") or ParamGroupConfig()
+    optimizer = OptimizerConfig(
+        name=t.optimizer.name,
+        lr=group.lr if group.lr is not None else t.optimizer.lr,
+        betas=list(t.optimizer.betas),
+        eps=t.optimizer.eps,
+        weight_decay=group.weight_decay if group.weight_decay is not None else t.optimizer.weight_decay,
+        warmup_steps=group.warmup_steps or 0,
+    )
+    schedules = {
+        name: copy.deepcopy(schedule)
+        for name, schedule in t.hyperparameter_schedules.items()
+        if name == "gumbel_temperature"
+    }
+    training = TrainingConfig(
+        max_steps=stage.max_steps if stage.max_steps is not None else t.max_steps,
+        batch_size=t.batch_size,
+        seed=t.seed,
+        checkpoint_every=t.checkpoint_every,
+        log_every=t.log_every,
+        device=t.device,
+        precision=t.precision,
+        num_threads=t.num_threads,
+        optimizer=optimizer,
+        grad_clip=GradClipConfig(norm="inf", max_norm=DVAE_STAGE_GRAD_CLIP),
+        lr_decay=LRDecayConfig(),
+        hyperparameter_schedules=schedules,
+        max_consecutive_bad_steps=t.max_consecutive_bad_steps,
+        validation=ValidationConfig(),
+        ddp_find_unused_parameters=False,
+    )
+    model = DvaeConfig(
+        image_size=slate.image_size,
+        vocab_size=slate.vocab_size,
+        dvae_hidden_channels=slate.dvae_hidden_channels,
+        gumbel_temperature=slate.gumbel_temperature,
+    )
+    return ExperimentConfig(
+        model=ModelSection(name="dvae", config=model),
+        data=copy.deepcopy(arm.data),
+        training=training,
+        diagnostics=DiagnosticsConfig(),
+    )
+
+
+def _stage_name(config: ExperimentConfig) -> str:
+    """``dvae_<dataset>_<size>px_<hash>``: readable, and distinct for distinct stage recipes (seed aside)."""
+    values = config_to_dict(config)
+    values.pop("provenance", None)
+    values["training"].pop("seed", None)
+    values["training"].pop("num_threads", None)
+    digest = hashlib.sha256(json.dumps(values, sort_keys=True, default=str).encode()).hexdigest()[:8]
+    return f"dvae_{config.data.name}_{config.data.image_size}px_{digest}"
+
+
+def uses_two_stage(experiment: Experiment, scale: str, dvae: str = "auto") -> DvaeStage | None:
+    """The dVAE stage of ``experiment``'s SLATE runs at ``scale`` (None: joint training).
+
+    Args:
+        experiment: the experiment.
+        scale: ``cpu`` or ``paper``.
+        dvae: ``auto`` (the experiment's ``dvae_stage`` at the scale), ``joint`` or ``two-stage`` (the
+            experiment's stage settings at the scale, else :class:`DvaeStage` defaults).
+    """
+    if dvae not in DVAE_MODES:
+        raise ReproduceError(f"unknown --dvae mode {dvae!r}; valid: {list(DVAE_MODES)}")
+    if dvae == "joint":
+        return None
+    stage = experiment.dvae_stage.get(scale)
+    if dvae == "two-stage" and stage is None:
+        return DvaeStage()
+    return stage
+
+
 def build_plan(
     experiments: Sequence[Experiment],
     scale: str,
@@ -124,16 +255,23 @@ def build_plan(
     *,
     overrides: Sequence[str] = (),
     only: Sequence[str] = (),
+    dvae: str = "auto",
 ) -> list[RunSpec]:
     """The runs of ``experiments`` at ``scale`` for seeds ``0 .. seeds-1``, deduplicated.
+
+    Under two-stage SLATE (see the module docstring) a dVAE stage precedes, once per (stage recipe, seed),
+    the first SLATE arm that starts from it.
 
     Args:
         experiments: the experiments to run (in order; their runs keep that order).
         scale: ``cpu`` or ``paper``.
         seeds: number of seeds (``training.seed = 0 .. seeds-1``).
-        runs_dir: where run folders go (``runs_dir/<config>/seed<s>``).
+        runs_dir: where run folders go (``runs_dir/<config>/seed<s>``; two-stage SLATE's stages and arms in
+            ``runs_dir/two_stage/``).
         overrides: dotted overrides applied to every run (e.g. ``data.root=...``).
         only: glob patterns on config names; when given, only matching curves run.
+        dvae: ``auto`` (each experiment's choice at the scale), or ``joint`` / ``two-stage`` for every
+            SLATE run.
 
     Raises:
         ReproduceError: an invalid scale / seed count, or a config that does not load.
@@ -146,6 +284,7 @@ def build_plan(
         raise ReproduceError(f"unknown scale {scale!r}; valid scales: {list(SCALES)}")
     if seeds < 1:
         raise ReproduceError(f"--seeds must be >= 1, got {seeds}")
+    stages = {experiment.name: uses_two_stage(experiment, scale, dvae) for experiment in experiments}
     wanted = [
         (experiment, curve)
         for experiment in experiments
@@ -164,41 +303,84 @@ def build_plan(
             values = config_to_dict(load_config(CONFIG_ROOT / scale / f"{name}.yaml"))
         except ConfigError as error:
             raise ReproduceError(str(error)) from error
+        values.pop("provenance", None)
         groups.setdefault(json.dumps(values, sort_keys=True, default=str), []).append(name)
     canonical = {name: names[0] for names in groups.values() for name in names}
     aliases = {names[0]: tuple(names) for names in groups.values()}
-    resolved: dict[tuple[str, int], ExperimentConfig] = {}
+    resolved: dict[tuple[str, tuple[str, ...]], ExperimentConfig] = {}
 
-    def resolve(name: str, seed: int) -> ExperimentConfig:
-        if (name, seed) not in resolved:
+    def resolve(name: str, run_overrides: tuple[str, ...]) -> ExperimentConfig:
+        if (name, run_overrides) not in resolved:
             try:
-                resolved[name, seed] = load_config(
-                    CONFIG_ROOT / scale / f"{name}.yaml", _run_overrides(seed, overrides)
+                resolved[name, run_overrides] = load_config(
+                    CONFIG_ROOT / scale / f"{name}.yaml", run_overrides
                 )
             except ConfigError as error:
                 raise ReproduceError(str(error)) from error
-        return resolved[name, seed]
+        return resolved[name, run_overrides]
 
     plan: list[RunSpec] = []
-    seen: set[tuple[str, int]] = set()
+    seen: set[tuple[str, int, bool]] = set()
     for experiment, curve in wanted:
+        evaluation = experiment.evaluation.get(scale, EvaluationPlan())
+        stage = stages[experiment.name]
         for seed in range(seeds):
             if curve.config not in canonical:
                 raise ReproduceError(f"config {experiment.config_path(curve, scale)} does not exist")
             name = canonical[curve.config]
-            if (name, seed) in seen:
+            run_overrides = _run_overrides(seed, overrides)
+            config = resolve(name, run_overrides)
+            two_stage = stage is not None and config.model.name == "slate"
+            if (name, seed, two_stage) in seen:
                 continue
-            seen.add((name, seed))
+            seen.add((name, seed, two_stage))
+            if stage is None or not two_stage:
+                plan.append(
+                    RunSpec(
+                        config_name=name,
+                        aliases=aliases[name],
+                        config_path=CONFIG_ROOT / scale / f"{name}.yaml",
+                        seed=seed,
+                        overrides=run_overrides,
+                        run_dir=runs_dir / name / f"seed{seed}",
+                        config=config,
+                        evaluation=evaluation,
+                    )
+                )
+                continue
+            stage_config = dvae_stage_config(config, stage)
+            stage_name = _stage_name(stage_config)
+            stage_dir = runs_dir / TWO_STAGE_DIR / stage_name / f"seed{seed}"
+            if not any(spec.run_dir == stage_dir for spec in plan):
+                plan.append(
+                    RunSpec(
+                        config_name=stage_name,
+                        aliases=(stage_name,),
+                        config_path=stage_dir.parent / STAGE_CONFIG_FILE,
+                        seed=seed,
+                        overrides=_run_overrides(seed, ()),
+                        run_dir=stage_dir,
+                        config=stage_config,
+                        evaluation=evaluation,
+                        kind="dvae-stage",
+                    )
+                )
+            arm_overrides = (
+                *run_overrides,
+                f"model.dvae_init={stage_dir}",
+                f"model.freeze_dvae={str(stage.freeze).lower()}",
+            )
             plan.append(
                 RunSpec(
                     config_name=name,
                     aliases=aliases[name],
                     config_path=CONFIG_ROOT / scale / f"{name}.yaml",
                     seed=seed,
-                    overrides=_run_overrides(seed, overrides),
-                    run_dir=runs_dir / name / f"seed{seed}",
-                    config=resolve(name, seed),
-                    evaluation=experiment.evaluation.get(scale, EvaluationPlan()),
+                    overrides=arm_overrides,
+                    run_dir=runs_dir / TWO_STAGE_DIR / name / f"seed{seed}",
+                    config=resolve(name, arm_overrides),
+                    evaluation=evaluation,
+                    dvae_stage=stage_dir,
                 )
             )
     return plan
@@ -270,7 +452,8 @@ class JobResult:
         spec: the run.
         trained: training ran in this invocation.
         evaluated: evaluation ran in this invocation.
-        status: ``complete``, ``diverged``, ``interrupted`` (resumable), ``train-failed`` or ``eval-failed``.
+        status: ``complete``, ``diverged``, ``interrupted`` (resumable), ``train-failed``, ``eval-failed``
+            or ``stage-failed`` (the dVAE stage the run starts from failed; the run did not start).
         seconds: wall time spent on it in this invocation.
         message: the last lines of a failing subprocess's output.
     """
@@ -452,8 +635,19 @@ def prepare_data(plan: Sequence[RunSpec], echo: Callable[[str], None] = print) -
             )
 
 
+def write_stage_config(spec: RunSpec) -> Path:
+    """Write the config file of a dVAE stage (``spec.config_path``; seed 0, the seed is an override)."""
+    seedless = copy.deepcopy(spec.config)
+    seedless.training.seed = 0
+    save_config(seedless, spec.config_path)
+    return spec.config_path
+
+
 def execute_plan(plan: Sequence[RunSpec], options: ExecutionOptions) -> list[JobResult]:
     """Run (or skip, resume, evaluate) every run of the plan, ``options.jobs`` at a time.
+
+    The dVAE stages of two-stage SLATE run first; a run whose stage failed does not start (status
+    ``stage-failed``). Results come back in plan order.
 
     Raises:
         ReproduceError: a run folder holds a different experiment.
@@ -462,6 +656,24 @@ def execute_plan(plan: Sequence[RunSpec], options: ExecutionOptions) -> list[Job
         _check_same_experiment(spec)
     if not options.dry_run:
         prepare_data(plan, options.echo)
+        for spec in plan:
+            if spec.kind == "dvae-stage":
+                write_stage_config(spec)
     lock = threading.Lock()
+    stages = [spec for spec in plan if spec.kind == "dvae-stage"]
     with ThreadPoolExecutor(max_workers=max(1, options.jobs)) as pool:
-        return list(pool.map(lambda spec: _run_one(spec, options, lock), plan))
+        stage_results = list(pool.map(lambda spec: _run_one(spec, options, lock), stages))
+        failed = {r.spec.run_dir: r for r in stage_results if r.status in ("train-failed", "eval-failed")}
+
+        def run_after_stage(spec: RunSpec) -> JobResult:
+            if spec.dvae_stage is not None and spec.dvae_stage in failed:
+                message = f"its dVAE stage {spec.dvae_stage} failed ({failed[spec.dvae_stage].status})"
+                with lock:
+                    options.echo(f"[reproduce] {spec.label}: not started: {message}")
+                return JobResult(spec, status="stage-failed", message=message)
+            return _run_one(spec, options, lock)
+
+        runs = [spec for spec in plan if spec.kind != "dvae-stage"]
+        run_results = list(pool.map(run_after_stage, runs))
+    by_dir = {id(r.spec): r for r in (*stage_results, *run_results)}
+    return [by_dir[id(spec)] for spec in plan]

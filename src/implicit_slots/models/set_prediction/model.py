@@ -106,7 +106,12 @@ class SetPredictionModel(ObjectCentricModel):
         return SetPredictionOutput(slot_attention=slot_output, predictions=predictions)
 
     def compute_loss(self, output: ModelOutput, batch: Batch) -> LossOutput:
-        """Hungarian-matched Huber loss against ``batch["properties"]`` (B, Kt, property_dim), Kt <= K."""
+        """Hungarian-matched Huber loss against ``batch["properties"]`` (B, Kt, property_dim), Kt <= K.
+
+        The targets are padded with "no object" rows (all zeros) to the K slots before the matching
+        (:func:`~implicit_slots.metrics.pad_set`, Locatello et al.), so every slot is matched and the slots
+        without an object learn confidence 0 instead of getting no loss.
+        """
         if not isinstance(output, SetPredictionOutput):
             raise TypeError(
                 f"set_prediction.compute_loss expects a SetPredictionOutput, got {type(output).__name__}"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from implicit_slots.models.slate.dvae_model import load_dvae_weights
 from implicit_slots.models.slate.model import Slate
 from implicit_slots.slot_attention import SlotAttentionConfig, build_slot_attention
 
@@ -33,6 +34,10 @@ class SlateConfig:
         position_init: ``trunc_normal`` (SLATE) or ``sinusoidal_2d`` (2D Fourier features as the initial
             value of the learned position embedding; learns the grid layout faster, see docs/slate.md).
         slot_attention: the slot-attention module (variant, iterations, slots, sizes, solver options).
+        dvae_init: start the dVAE from the weights of a run folder or checkpoint of a ``dvae`` or ``slate``
+            run (two-stage SLATE); its image size and vocabulary must match. Null: a fresh dVAE.
+        freeze_dvae: keep the dVAE fixed (no gradient, no update, its MSE out of the loss, argmax tokens in
+            training too); meant with ``dvae_init``. False: the dVAE trains with the rest (official SLATE).
     """
 
     image_size: int = 64
@@ -46,6 +51,8 @@ class SlateConfig:
     gumbel_temperature: float = 1.0
     position_init: str = "trunc_normal"
     slot_attention: SlotAttentionConfig = field(default_factory=_slate_slot_attention)
+    dvae_init: str | None = None
+    freeze_dvae: bool = False
 
     def validate(self) -> None:
         """Raise ``ValueError`` naming the ``model.`` key of a value out of range (``load_config`` calls
@@ -67,12 +74,16 @@ class SlateConfig:
                 raise ValueError(f"model.{name} must be in [0, 1), got {value!r}")
         if self.gumbel_temperature <= 0:
             raise ValueError(f"model.gumbel_temperature must be > 0, got {self.gumbel_temperature!r}")
+        if self.freeze_dvae and self.dvae_init is None:
+            raise ValueError(
+                "model.freeze_dvae needs model.dvae_init (a frozen fresh dVAE tokenises at random)"
+            )
         self.slot_attention.validate("model.slot_attention")
 
 
 def build_slate(config: SlateConfig) -> Slate:
     """Build a :class:`Slate` model from its (validated, see :meth:`SlateConfig.validate`) config."""
-    return Slate(
+    model = Slate(
         image_size=config.image_size,
         slot_attention=build_slot_attention(config.d_model, config.slot_attention),
         vocab_size=config.vocab_size,
@@ -85,3 +96,8 @@ def build_slate(config: SlateConfig) -> Slate:
         gumbel_temperature=config.gumbel_temperature,
         position_init=config.position_init,
     )
+    if config.dvae_init is not None:
+        load_dvae_weights(model.dvae, config.dvae_init, config.image_size)
+    if config.freeze_dvae:
+        model.freeze_dvae()
+    return model

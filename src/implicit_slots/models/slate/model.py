@@ -39,7 +39,8 @@ class SlateOutput(ModelOutput):
         dvae_reconstruction: the dVAE's reconstruction (B, 3, H, W), unclamped (relaxed sample when training,
             the argmax tokens in eval mode).
         logits: the decoder's next-token logits (B, T, V) under teacher forcing.
-        tokens: the dVAE tokens the decoder predicts (B, T) long (sampled when training, argmax in eval).
+        tokens: the dVAE tokens the decoder predicts (B, T) long (sampled when training, argmax in eval and
+            whenever the dVAE is frozen).
     """
 
     dvae_reconstruction: Tensor
@@ -193,7 +194,9 @@ class Slate(ObjectCentricModel):
         image = batch["image"]
         self._check_image(image)
         dvae_logits = self.dvae.encode(image)  # (B, h, w, V)
-        if self.training:
+        # A frozen (pre-trained) dVAE is a fixed tokenizer: its argmax tokens in training as in evaluation,
+        # so every run built on it reads exactly the same tokens of an image (no Gumbel noise).
+        if self.training and not self.dvae_frozen:
             sample = sample_gumbel_tokens(dvae_logits, self.gumbel_temperature)
             reconstruction = self.dvae.decode_soft(sample.soft)  # (B, 3, H, W)
             tokens = sample.tokens.flatten(1)  # (B, T)
@@ -216,7 +219,7 @@ class Slate(ObjectCentricModel):
             batch: ``batch["image"]`` (B, 3, H, W) in [0, 1].
 
         Returns:
-            ``loss = mse + cross_entropy`` and both terms.
+            ``loss = mse + cross_entropy`` (``cross_entropy`` alone when the dVAE is frozen) and both terms.
         """
         if not isinstance(output, SlateOutput):
             raise TypeError(f"Slate.compute_loss expects a SlateOutput, got {type(output).__name__}")
@@ -227,12 +230,23 @@ class Slate(ObjectCentricModel):
             F.cross_entropy(output.logits.flatten(0, 1), output.tokens.flatten(), reduction="sum")
             / batch_size
         )
-        return LossOutput(
-            loss=mse + cross_entropy, terms={"mse": mse.detach(), "cross_entropy": cross_entropy.detach()}
-        )
+        # A frozen dVAE is not trained: its MSE is logged but takes no part in the loss.
+        loss = cross_entropy if self.dvae_frozen else mse + cross_entropy
+        return LossOutput(loss=loss, terms={"mse": mse.detach(), "cross_entropy": cross_entropy.detach()})
+
+    dvae_frozen: bool = False
+    """Set by :meth:`freeze_dvae`: the dVAE is a fixed, pre-trained tokenizer."""
+
+    def freeze_dvae(self) -> None:
+        """Freeze the dVAE (two-stage SLATE): its parameters get no gradient and no update (the ``dvae``
+        group is empty), its tokens are its argmax tokens and its MSE leaves the loss."""
+        for parameter in self.dvae.parameters():
+            parameter.requires_grad_(False)
+        self.dvae_frozen = True
 
     def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
-        """``dvae`` (the tokenizer, SLATE lr 3e-4) and ``main`` (the rest, SLATE lr 1e-4 with warm-up)."""
+        """``dvae`` (the tokenizer, SLATE lr 3e-4; empty when frozen) and ``main`` (the rest, SLATE lr 1e-4
+        with warm-up)."""
         dvae = [p for p in self.dvae.parameters() if p.requires_grad]
         dvae_ids = {id(p) for p in dvae}
         main = [p for p in self.parameters() if p.requires_grad and id(p) not in dvae_ids]
