@@ -264,7 +264,7 @@ def test_bad_dvae_init_paths_and_freezing_without_init_are_errors(tmp_path: Path
     with pytest.raises(ValueError, match="not a readable weights-only checkpoint"):
         build_slate(slate_config(dvae_init=str(junk)))
     with pytest.raises(ValueError, match=r"freeze_dvae needs model\.dvae_init"):
-        build_slate(slate_config(freeze_dvae=True))
+        slate_config(freeze_dvae=True).validate()
 
 
 def test_model_without_dvae_is_rejected(tmp_path: Path) -> None:
