@@ -37,7 +37,9 @@ def images_factory(data: DataConfig, split: str) -> Dataset:
     return Images(8, data.image_size, seed=0 if split == "train" else 1)
 
 
-def train_dvae_run(run_dir: Path, image_size: int = SIZE, vocab_size: int = VOCAB) -> Path:
+def train_dvae_run(
+    run_dir: Path, image_size: int = SIZE, vocab_size: int = VOCAB, extra: tuple[str, ...] = ()
+) -> Path:
     config = load_config(
         None,
         [
@@ -55,6 +57,7 @@ def train_dvae_run(run_dir: Path, image_size: int = SIZE, vocab_size: int = VOCA
             "training.hyperparameter_schedules.gumbel_temperature.start=1.0",
             "training.hyperparameter_schedules.gumbel_temperature.end=0.1",
             "training.hyperparameter_schedules.gumbel_temperature.steps=2",
+            *extra,
         ],
     )
     train(config, run_dir, dataset_factory=images_factory)
@@ -131,6 +134,13 @@ def test_trains_and_evaluates_through_the_engine(dvae_run: Path) -> None:
     assert metrics["num_images"] == 8 and 1 <= metrics["tokens_used"] <= VOCAB
     assert 0 < metrics["background_token_fraction"] <= 1
     assert (dvae_run / "eval" / "dvae_test.png").is_file()
+
+
+def test_diagnostics_of_a_model_without_slot_attention_log_no_fixed_point_numbers(tmp_path: Path) -> None:
+    run = train_dvae_run(tmp_path / "run", extra=("diagnostics.every=1", "training.log_every=1"))
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    steps = [r for r in records if "grad_norm/total" in r or any(k.startswith("grad_norm/") for k in r)]
+    assert steps and not any(k.startswith("diag/") for r in records for k in r)
 
 
 def test_background_mse_is_that_of_the_most_frequent_token_everywhere(tmp_path: Path) -> None:

@@ -42,9 +42,14 @@ def isolated_rng(device: torch.device) -> Iterator[None]:
 def slot_attention_diagnostics(
     model: ObjectCentricModel, output: ModelOutput, config: ExperimentConfig, ctx: DistributedContext
 ) -> dict[str, float]:
-    """Forward residual (mean/max over the batch and ranks), solver steps and the cell's Jacobian norm."""
+    """Forward residual (mean/max over the batch and ranks), solver steps and the cell's Jacobian norm.
+
+    A model without slot attention (the ``dvae`` stage of two-stage SLATE) has none: nothing is logged.
+    """
     sa_output = output.slot_attention
     values: dict[str, float] = {}
+    if sa_output is None:
+        return values
     residual = sa_output.relative_residual.detach().float()  # (B,)
     stats = ctx.all_reduce_sum(torch.stack([residual.sum(), torch.tensor(float(residual.numel()))]).cpu())
     values["diag/residual_mean"] = float(stats[0] / stats[1])
