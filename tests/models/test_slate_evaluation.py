@@ -50,6 +50,7 @@ def test_evaluator_writes_metrics_and_figure(tmp_path: Path) -> None:
     metrics = report.metrics
     assert set(metrics) == {
         "mse_dvae",
+        "mse_background",
         "mse_autoregressive",
         "mse_autoregressive_sampled",
         "cross_entropy",
@@ -67,6 +68,12 @@ def test_evaluator_writes_metrics_and_figure(tmp_path: Path) -> None:
         tokens = model.encode_image_tokens(images[:5])
         expected = per_image_squared_error(images[:5], model.decode_image_tokens(tokens)).mean()
     assert metrics["mse_dvae"] == pytest.approx(float(expected), rel=1e-5)
+    # mse_background: the decoding of the split's most frequent argmax token everywhere.
+    with torch.no_grad():
+        background_token = int(torch.bincount(tokens.flatten(), minlength=12).argmax())
+        background = model.decode_image_tokens(torch.full_like(tokens, background_token))  # (5, 3, H, W)
+    expected_background = per_image_squared_error(images[:5], background).mean()
+    assert metrics["mse_background"] == pytest.approx(float(expected_background), rel=1e-5)
     assert metrics["mse_autoregressive"] > 0 and metrics["cross_entropy"] > 0
     # Same seed, same numbers.
     again = get_evaluator("slate")(model, ImageList(images), options).metrics

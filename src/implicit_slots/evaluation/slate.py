@@ -3,6 +3,9 @@
 Metrics (``metrics.json`` keys), on the first ``max_images`` images of the split, in eval mode:
 
 - ``mse_dvae``: the dVAE reconstruction of the argmax tokens, clamped to [0, 1];
+- ``mse_background``: the error of the all-background image, the dVAE's decoding of the split's most
+  frequent token everywhere (:mod:`implicit_slots.evaluation.background`): a ``mse_dvae`` well below it
+  means the dVAE's tokens describe the objects;
 - ``mse_autoregressive``: the reconstruction *through the slots*, the paper's Table-3 images: argmax dVAE
   tokens -> slots -> tokens re-generated one by one (greedy, key/value cache) -> dVAE decoder -> clamp;
 - ``mse_autoregressive_sampled``: the same with tokens sampled from the decoder's distribution (temperature
@@ -43,6 +46,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from implicit_slots.evaluation import EvaluationOptions, EvaluationReport, register_evaluator
+from implicit_slots.evaluation.background import BackgroundErrorAccumulator
 from implicit_slots.metrics import adjusted_rand_index, build_image_distance, per_image_squared_error
 from implicit_slots.models.base import ObjectCentricModel
 from implicit_slots.models.slate import Slate, SlateOutput, attention_overlays
@@ -125,6 +129,7 @@ def evaluate_slate(
         "cross_entropy": 0.0,
         "relative_residual": 0.0,
     }
+    background_error = BackgroundErrorAccumulator(model.vocab_size, device)
     shuffled_total, paired_total, shuffled_images = 0.0, 0.0, 0
     num_images = 0
     figure_panels: list[tuple[str, Tensor]] | None = None
@@ -140,6 +145,7 @@ def evaluate_slate(
         dvae_reconstruction = output.dvae_reconstruction.clamp(0.0, 1.0)
         count = image.shape[0]
         totals["mse_dvae"] += float(per_image_squared_error(image, dvae_reconstruction).sum())
+        background_error.update(image, output.tokens)
         totals["mse_autoregressive"] += float(per_image_squared_error(image, autoregressive).sum())
         totals["mse_autoregressive_sampled"] += float(per_image_squared_error(image, sampled).sum())
         cross_entropy = float(model.compute_loss(output, batch).terms["cross_entropy"]) * count
@@ -173,6 +179,7 @@ def evaluate_slate(
                 *((f"slot {k + 1}", overlays[:, k]) for k in range(overlays.shape[1])),
             ]
     metrics = {name: total / num_images for name, total in totals.items()}
+    metrics["mse_background"] = background_error.compute(model.dvae, model.grid_size).mse
     if shuffled_images:
         metrics["cross_entropy_shuffled_slots"] = shuffled_total / shuffled_images
         metrics["slot_information"] = (shuffled_total - paired_total) / shuffled_images
