@@ -16,15 +16,11 @@ Regenerate (only when a change of the numbers is intended, and say why in the co
 
 from __future__ import annotations
 
-import sys
 import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
 from tiny_training_setup import register_tiny_model, tiny_dataset_factory, write_config
 
 from implicit_slots.config import load_config

@@ -5,11 +5,8 @@ the CLI (``cli ARGS...``) or, under torchrun, ``train()`` and dumps this rank's 
 import sys
 from pathlib import Path
 
-import torch
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
 import tiny_training_setup
+import torch
 
 from implicit_slots.experiment import datasets as data_module
 
