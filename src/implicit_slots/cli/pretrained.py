@@ -69,6 +69,9 @@ def _export(args: argparse.Namespace) -> int:
         loaded = read_model_file(args.run_dir)
     except ModelFileError as error:
         raise CommandError(str(error)) from error
-    path = write_weights(loaded.config, loaded.state, loaded.step, args.out)
+    try:
+        path = write_weights(loaded.config, loaded.state, loaded.step, args.out)
+    except (OSError, ValueError) as error:  # a full disk, or NaN/Inf parameters (never shipped)
+        raise CommandError(str(error)) from error
     print(f"written: {path} ({path.stat().st_size / 2**20:.2f} MiB, step {loaded.step})")
     return 0

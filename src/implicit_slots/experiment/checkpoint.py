@@ -104,13 +104,13 @@ def _non_finite_entries(prefix: str, value: Any) -> list[str]:
 
 
 def assert_finite_state(checkpoint: dict[str, Any]) -> None:
-    """Refuse non-finite model parameters/buffers or optimizer state.
+    """Refuse non-finite model parameters/buffers or optimizer state (a weights file has none).
 
     Raises:
         ValueError: naming the first offending entries.
     """
     bad = _non_finite_entries("model", checkpoint["model"]) + _non_finite_entries(
-        "optimizer", checkpoint["optimizer"]
+        "optimizer", checkpoint.get("optimizer", {})
     )
     if bad:
         raise ValueError(f"refusing to write a checkpoint with NaN/Inf values in {bad[:5]}")

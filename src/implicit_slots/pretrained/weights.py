@@ -13,7 +13,6 @@ No optimizer state, RNG state or data position: a weights file cannot resume tra
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,7 @@ import torch
 from torch import Tensor
 
 from implicit_slots.config import ConfigError, ExperimentConfig, config_from_dict, config_to_dict, load_config
+from implicit_slots.experiment.checkpoint import save_checkpoint_atomic
 
 __all__ = [
     "WEIGHTS_FORMAT",
@@ -115,7 +115,7 @@ def read_model_file(path: str | Path) -> ModelFile:
 
 
 def write_weights(config: ExperimentConfig, state: dict[str, Tensor], step: int, path: str | Path) -> Path:
-    """Write a weights file atomically (temporary file in the same folder, fsync, rename).
+    """Write a weights file atomically, as a checkpoint is written (:func:`save_checkpoint_atomic`).
 
     Args:
         config: the resolved config the model was trained with.
@@ -126,8 +126,6 @@ def write_weights(config: ExperimentConfig, state: dict[str, Tensor], step: int,
     Returns:
         ``path``.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     record = {
         "format": WEIGHTS_FORMAT,
         "format_version": WEIGHTS_FORMAT_VERSION,
@@ -135,10 +133,4 @@ def write_weights(config: ExperimentConfig, state: dict[str, Tensor], step: int,
         "model": {name: tensor.detach().cpu().clone() for name, tensor in state.items()},
         "step": int(step),
     }
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as handle:
-        torch.save(record, handle)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
-    return path
+    return save_checkpoint_atomic(record, path)
