@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import yaml
+from fake_runs import write_fake_run
 
 from implicit_slots.cli import main
 from implicit_slots.reproduce.aggregate import (
@@ -32,36 +32,6 @@ from implicit_slots.reproduce.runs import (
     train_command,
 )
 from implicit_slots.training.checkpoint import CHECKPOINT_FORMAT_VERSION
-
-
-def write_fake_run(
-    run_dir: Path,
-    *,
-    max_steps: int = 100,
-    last_step: int = 100,
-    cross_entropy: float = 50.0,
-    eval_metrics: dict[str, float] | None = None,
-    diverged: bool = False,
-) -> None:
-    """A run folder as `train` + `evaluate` leave it (config.yaml, metrics.jsonl, eval/metrics.json)."""
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.yaml").write_text(yaml.safe_dump({"training": {"max_steps": max_steps}}))
-    lines = []
-    for step in range(10, last_step + 1, 10):
-        # cross entropy falls linearly to `cross_entropy` at step 100; Jacobian norm = step / 100.
-        record = {"step": step, "loss": 1.0, "cross_entropy": cross_entropy + (100 - step)}
-        if step % 20 == 0:
-            record["diag/jacobian_norm_mean"] = step / 100
-        lines.append(json.dumps(record))
-    (run_dir / "metrics.jsonl").write_text("\n".join(lines) + "\n")
-    if eval_metrics is not None:
-        (run_dir / "eval").mkdir(exist_ok=True)
-        record = {"checkpoint_step": last_step, "metrics": eval_metrics}
-        (run_dir / "eval" / "metrics.json").write_text(json.dumps(record))
-    if diverged:
-        (run_dir / RUN_STATUS_FILE).write_text(
-            json.dumps({"train": "diverged", "checkpoint_step": last_step})
-        )
 
 
 def test_list_prints_the_seven_names(capsys: pytest.CaptureFixture[str]) -> None:
@@ -138,7 +108,7 @@ def test_report_table_and_figure_from_fake_runs(tmp_path: Path) -> None:
     assert "1/2 seeds finished" in next(line for line in lines if "`table3_coco_implicit`" in line)
 
     written = write_reports([experiment, get_experiment("fig8")], "cpu", 2, runs_dir, out, command="cmd")
-    assert [p.name for p in written] == ["table3.png", "table3.md", "fig8.png", "fig8.md"]
+    assert [p.name for p in written] == ["table3.png", "table3.md", "fig8.png", "fig8.md", "verdicts.md"]
     assert (out / "table3.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     fig8 = (out / "fig8.md").read_text()
     assert NOT_REPORTED in fig8 and "| 0 |" in fig8  # no fig8 runs: zero seeds, the paper has no number

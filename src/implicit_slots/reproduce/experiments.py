@@ -7,6 +7,7 @@ paper's numbers sit beside ours. ``EXPERIMENTS`` holds the seven of the paper, i
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -78,6 +79,55 @@ class PaperNumber:
     value: str
 
 
+CLAIM_TEST_KINDS = ("lower", "higher", "similar", "below")
+
+
+@dataclass(frozen=True)
+class ClaimTest:
+    """A pre-registered test of one claim of the paper on the final metric of two arms (or one).
+
+    The values of ``arm`` and ``against`` are paired by seed (at the CPU scale the two arms of a seed read
+    the same shared dVAE); the report gives the mean of the per-seed differences ``arm - against`` with a
+    95% Student-t interval and a verdict (:mod:`implicit_slots.reproduce.verdicts`):
+
+    - ``lower`` / ``higher``: the claim is that ``arm`` has the lower / higher value. **Supported** when the
+      interval lies on the claimed side of 0, **contradicted** when it lies on the other side,
+      **inconclusive** otherwise.
+    - ``similar``: the claim is that the arms do not differ by more than ``margin``. Supported when the
+      interval lies inside ``(-margin, margin)``, contradicted when it lies wholly outside.
+    - ``below``: one arm (no ``against``); the claim is that its value is below ``margin``. Supported when
+      the interval of its mean lies below, contradicted when it lies above.
+
+    With ``log`` the values are compared as ``log10`` (ratios: the right scale for norms, losses and MSEs
+    that span orders of magnitude); ``margin`` is then in ``log10`` units too.
+
+    Attributes:
+        claim: the claim in words, as the report prints it.
+        metric: a final metric (``train:KEY``, ``train_max:KEY`` or an ``eval/metrics.json`` key).
+        kind: one of :data:`CLAIM_TEST_KINDS`.
+        arm: the config the claim is about.
+        against: the config it is compared with (None for ``below``).
+        log: compare ``log10`` values.
+        margin: the equivalence margin (``similar``) or the bound (``below``).
+    """
+
+    claim: str
+    metric: str
+    kind: str
+    arm: str
+    against: str | None = None
+    log: bool = False
+    margin: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.kind not in CLAIM_TEST_KINDS:
+            raise ValueError(f"unknown claim test kind {self.kind!r}; valid: {list(CLAIM_TEST_KINDS)}")
+        if (self.against is None) != (self.kind == "below"):
+            raise ValueError(f"claim test {self.claim!r}: 'below' takes no 'against', the others need one")
+        if self.kind == "similar" and self.margin <= 0:
+            raise ValueError(f"claim test {self.claim!r}: 'similar' needs a positive margin")
+
+
 @dataclass(frozen=True)
 class DvaeStage:
     """Two-stage SLATE: a dVAE trained first, once per (dataset, resolution, seed), shared by every arm.
@@ -112,6 +162,8 @@ class Experiment:
         paper_numbers: the paper's numbers beside ours.
         evaluation: evaluation settings per scale.
         claims: the paper's claims this experiment tests (one line each), for the report.
+        claim_tests: how each claim is decided from the runs (pre-registered: arms, metric, direction,
+            margins), for the verdict table of the report.
         dvae_stage: scale -> the shared dVAE stage of its SLATE runs (two-stage SLATE); a scale not listed
             trains SLATE jointly (official SLATE). ``reproduce --dvae`` overrides it.
     """
@@ -126,6 +178,7 @@ class Experiment:
     paper_numbers: tuple[PaperNumber, ...] = ()
     evaluation: dict[str, EvaluationPlan] = field(default_factory=dict)
     claims: tuple[str, ...] = ()
+    claim_tests: tuple[ClaimTest, ...] = ()
     dvae_stage: dict[str, DvaeStage] = field(default_factory=dict)
 
     def config_path(self, curve: Curve, scale: str) -> Path:
@@ -180,6 +233,41 @@ def _pair(prefix: str, suffix: str = "", panel: str = "") -> tuple[Curve, Curve]
     )
 
 
+# Margins of the "similar" tests, fixed before the runs: within 10% (log10 1.1) for cross entropies, within a
+# factor 2 (log10 2) for a norm that "stays stable" (the claim contrasts it with growth by orders of
+# magnitude), 0.05 FG-ARI for masks of "the same quality". "Close to zero" for a relative residual: below 0.1.
+_WITHIN_10_PERCENT = math.log10(1.1)
+_WITHIN_FACTOR_2 = math.log10(2.0)
+_RESIDUAL_BOUND = 0.1
+_FG_ARI_MARGIN = 0.05
+_JAC_MAX = "train_max:diag/jacobian_norm_max"
+_CE_TRAIN = "train:cross_entropy"
+
+
+def _lower(claim: str, metric: str, arm: str, against: str, log: bool = True) -> ClaimTest:
+    return ClaimTest(claim, metric, "lower", arm, against, log=log)
+
+
+def _higher(claim: str, metric: str, arm: str, against: str, log: bool = True) -> ClaimTest:
+    return ClaimTest(claim, metric, "higher", arm, against, log=log)
+
+
+def _table3_tests() -> tuple[ClaimTest, ...]:
+    tests = []
+    for data, text in (("clevr_mirror", "CLEVR-Mirror"), ("shapestacks", "ShapeStacks"), ("coco", "COCO")):
+        arm, against = f"table3_{data}_implicit", f"table3_{data}_vanilla"
+        tests += [
+            _lower(f"{text}: implicit has lower test MSE than vanilla", "mse_autoregressive", arm, against),
+            _lower(
+                f"{text}: implicit has lower FID than vanilla (proxy: Inception-free feature distance)",
+                "proxy_feature_distance",
+                arm,
+                against,
+            ),
+        ]
+    return tuple(tests)
+
+
 _TABLE3_NUMBERS = tuple(
     PaperNumber(f"table3_{data}_{kind}", metric, value)
     for data, kind, metric, value in (
@@ -220,6 +308,16 @@ EXPERIMENTS: dict[str, Experiment] = {
                 "The forward relative residual of slot attention stays close to zero (it approximately "
                 "converges to a fixed point).",
             ),
+            claim_tests=tuple(
+                ClaimTest(
+                    f"{kind}: forward relative residual below {_RESIDUAL_BOUND}",
+                    "train:diag/residual_mean",
+                    "below",
+                    f"fig3a_{kind}",
+                    margin=_RESIDUAL_BOUND,
+                )
+                for kind in ("vanilla", "implicit")
+            ),
         ),
         Experiment(
             name="fig3b",
@@ -242,6 +340,30 @@ EXPERIMENTS: dict[str, Experiment] = {
                 "Three of four implicit variants (BB, IN, BN) reach a much lower (about 10x) cross entropy "
                 "than vanilla slot attention; IB is less stable.",
                 "BB, IN and BN follow the same learning curve.",
+            ),
+            claim_tests=(
+                *(
+                    _lower(
+                        f"{v} reaches a lower cross entropy than vanilla",
+                        _CE_TRAIN,
+                        f"fig3b_{v}",
+                        "fig3b_vanilla",
+                    )
+                    for v in ("BB", "IN", "BN")
+                ),
+                _higher("IB is less stable: higher cross entropy than IN", _CE_TRAIN, "fig3b_IB", "fig3b_IN"),
+                *(
+                    ClaimTest(
+                        f"{v} follows IN's curve: final cross entropy within 10%",
+                        _CE_TRAIN,
+                        "similar",
+                        f"fig3b_{v}",
+                        "fig3b_IN",
+                        log=True,
+                        margin=_WITHIN_10_PERCENT,
+                    )
+                    for v in ("BB", "BN")
+                ),
             ),
         ),
         Experiment(
@@ -274,6 +396,7 @@ EXPERIMENTS: dict[str, Experiment] = {
                 "Implicit SLATE has lower test MSE and FID than vanilla SLATE on all three datasets "
                 "(CLEVR-Mirror MSE almost 7x lower).",
             ),
+            claim_tests=_table3_tests(),
         ),
         Experiment(
             name="fig5",
@@ -318,6 +441,56 @@ EXPERIMENTS: dict[str, Experiment] = {
                 "Without warm-up vanilla becomes unstable; implicit only in one of three seeds.",
                 "Learning-rate decay keeps the Jacobian norm down but hurts optimisation for both.",
             ),
+            claim_tests=(
+                _higher(
+                    "no clipping: vanilla's Jacobian norm grows above implicit's",
+                    _JAC_MAX,
+                    "fig5_vanilla_no_clip",
+                    "fig5_implicit_no_clip",
+                ),
+                _higher(
+                    "no clipping: vanilla's Jacobian norm grows above vanilla's with clipping",
+                    _JAC_MAX,
+                    "fig5_vanilla_no_clip",
+                    "fig5_vanilla_all_tricks",
+                ),
+                ClaimTest(
+                    "no clipping: implicit's Jacobian norm stays within 2x of implicit's with clipping",
+                    _JAC_MAX,
+                    "similar",
+                    "fig5_implicit_no_clip",
+                    "fig5_implicit_all_tricks",
+                    log=True,
+                    margin=_WITHIN_FACTOR_2,
+                ),
+                _higher(
+                    "no warm-up: vanilla trains worse than with warm-up (higher cross entropy)",
+                    _CE_TRAIN,
+                    "fig5_vanilla_no_warmup",
+                    "fig5_vanilla_all_tricks",
+                ),
+                _lower(
+                    "no warm-up: implicit trains better than vanilla (lower cross entropy)",
+                    _CE_TRAIN,
+                    "fig5_implicit_no_warmup",
+                    "fig5_vanilla_no_warmup",
+                ),
+                _higher(
+                    "no decay: vanilla's Jacobian norm is higher than with decay",
+                    "train:diag/jacobian_norm_mean",
+                    "fig5_vanilla_no_decay",
+                    "fig5_vanilla_all_tricks",
+                ),
+                *(
+                    _lower(
+                        f"no decay: {kind} optimises better (lower cross entropy than with decay)",
+                        _CE_TRAIN,
+                        f"fig5_{kind}_no_decay",
+                        f"fig5_{kind}_all_tricks",
+                    )
+                    for kind in ("implicit", "vanilla")
+                ),
+            ),
         ),
         Experiment(
             name="fig6",
@@ -359,6 +532,38 @@ EXPERIMENTS: dict[str, Experiment] = {
                 "Implicit is insensitive to the number of iterations; vanilla trains worse with more (6b).",
                 "Vanilla with one iteration trains stably but has about 2x the MSE of implicit with 7 (6c).",
             ),
+            claim_tests=(
+                _higher(
+                    "(a) no clipping: vanilla's gradient norm grows above implicit's",
+                    "train_max:grad_norm/main",
+                    "fig6a_vanilla_no_clip",
+                    "fig6a_implicit_no_clip",
+                ),
+                *(
+                    ClaimTest(
+                        f"(b) implicit with {n} iteration(s) reaches the cross entropy of 7, within 10%",
+                        _CE_TRAIN,
+                        "similar",
+                        f"fig6b_implicit_iter{n}",
+                        "fig6b_implicit_iter7",
+                        log=True,
+                        margin=_WITHIN_10_PERCENT,
+                    )
+                    for n in (1, 3)
+                ),
+                _higher(
+                    "(b) vanilla with 7 iterations trains worse than with 1 (higher cross entropy)",
+                    _CE_TRAIN,
+                    "fig6b_vanilla_iter7",
+                    "fig6b_vanilla_iter1",
+                ),
+                _higher(
+                    "(c) vanilla with 1 iteration has a higher test MSE than implicit with 7",
+                    "mse_autoregressive",
+                    "fig6c_vanilla_iter1",
+                    "fig6c_implicit_iter7",
+                ),
+            ),
         ),
         Experiment(
             name="fig7",
@@ -383,6 +588,16 @@ EXPERIMENTS: dict[str, Experiment] = {
                 "Implicit slot attention outperforms vanilla on property prediction AP; one vanilla "
                 "iteration does not close the gap (Fig. 7 has no numbers).",
             ),
+            claim_tests=tuple(
+                _higher(
+                    f"implicit has a higher AP{t} than {label}", f"ap_{t}", "fig7_implicit", arm, log=False
+                )
+                for t in ("inf", "1", "0.5")
+                for arm, label in (
+                    ("fig7_vanilla", "vanilla (3 it.)"),
+                    ("fig7_vanilla_iter1", "vanilla (1 it.)"),
+                )
+            ),
         ),
         Experiment(
             name="fig8",
@@ -400,6 +615,16 @@ EXPERIMENTS: dict[str, Experiment] = {
             paper_numbers=(),
             evaluation={"cpu": EvaluationPlan("test", 256), "paper": EvaluationPlan("test", 1000)},
             claims=("Implicit differentiation preserves the quality of the masks (Fig. 8 is qualitative).",),
+            claim_tests=(
+                ClaimTest(
+                    f"implicit's FG-ARI within {_FG_ARI_MARGIN} of vanilla's",
+                    "fg_ari",
+                    "similar",
+                    "fig8_implicit",
+                    "fig8_vanilla",
+                    margin=_FG_ARI_MARGIN,
+                ),
+            ),
         ),
     )
 }

@@ -28,9 +28,25 @@ from implicit_slots.reproduce.aggregate import (
 )
 from implicit_slots.reproduce.experiments import NOT_REPORTED, Curve, Experiment
 from implicit_slots.reproduce.runs import RunSpec, uses_two_stage
+from implicit_slots.reproduce.verdicts import Verdict, effect_text, verdict_table
 
-__all__ = ["CurveRuns", "collect_runs", "draw_figure", "results_table", "write_reports"]
+__all__ = [
+    "VERDICTS_FILE",
+    "CurveRuns",
+    "collect_runs",
+    "draw_figure",
+    "results_table",
+    "write_reports",
+    "write_verdict_summary",
+]
 
+VERDICTS_FILE = "verdicts.md"
+VERDICT_RULE = (
+    "per-seed differences arm - against (ratios arm / against for log-scale metrics), their mean and 95% "
+    "Student-t interval; supported when the interval lies on the claimed side (inside the margin for "
+    "'similar', below the bound for one arm), contradicted when it lies on the other side (wholly "
+    "outside the margin), inconclusive otherwise"
+)
 SMOOTH_POINTS = 5  # moving-average window (logged points) of the plotted learning curves
 
 
@@ -292,11 +308,14 @@ def write_reports(
     ``<name>_joint`` / ``<name>_two_stage`` (:func:`report_name`).
     """
     written = []
+    summary: list[tuple[Experiment, str, list[Verdict]]] = []
     out_dir.mkdir(parents=True, exist_ok=True)
     for experiment in experiments:
         collected = collect_runs(experiment, seeds, runs_dir, plan)
         name = report_name(experiment, scale, dvae, plan or ())
         figure = draw_figure(experiment, collected, out_dir / f"{name}.png", scale)
+        verdicts, verdicts_markdown = verdict_table(experiment, {c.curve.config: c.runs for c in collected})
+        summary.append((experiment, name, verdicts))
         text = [
             f"# {experiment.name}: {experiment.title}",
             "",
@@ -309,6 +328,7 @@ def write_reports(
             *dvae_training_section(experiment, scale, plan or (), dvae),
             f"![{experiment.name}]({figure.name})",
             "",
+            *(["Verdicts (" + VERDICT_RULE + "):", "", verdicts_markdown] if verdicts else []),
             "Mean ± sample std over seeds. `(train, last 10%)` columns are the mean over the last 10% of "
             "logged training steps of each run, `(train, max)` the largest value logged during training; "
             "the others come from `eval/metrics.json`. "
@@ -324,4 +344,43 @@ def write_reports(
         markdown = out_dir / f"{name}.md"
         markdown.write_text("\n".join(text))
         written += [figure, markdown]
+    if any(verdicts for _, _, verdicts in summary):
+        # ``--dvae joint`` / ``two-stage`` reports sit beside the default ones (as report_name's files).
+        verdicts_name = VERDICTS_FILE if dvae == "auto" else f"verdicts_{dvae.replace('-', '_')}.md"
+        written.append(write_verdict_summary(summary, scale, seeds, out_dir / verdicts_name, command))
     return written
+
+
+def write_verdict_summary(
+    summary: Sequence[tuple[Experiment, str, Sequence[Verdict]]],
+    scale: str,
+    seeds: int,
+    path: Path,
+    command: str = "",
+) -> Path:
+    """One table of every claim test of the experiments of this call (``verdicts.md``)."""
+    counts: dict[str, int] = {}
+    for _, _, verdicts in summary:
+        for verdict in verdicts:
+            counts[verdict.verdict] = counts.get(verdict.verdict, 0) + 1
+    lines = [
+        f"# Verdicts on the paper's claims, scale `{scale}`, {seeds} seed(s) requested",
+        "",
+        f"Rule: {VERDICT_RULE}.",
+        "",
+        "Totals: " + ", ".join(f"{count} {kind}" for kind, count in sorted(counts.items())) + ".",
+        "",
+        "| experiment | claim | effect | 95% CI | seeds | verdict |",
+        "|---|---|---|---|---|---|",
+    ]
+    for experiment, name, verdicts in summary:
+        for verdict in verdicts:
+            effect, interval = effect_text(verdict)
+            lines.append(
+                f"| [{experiment.name}]({name}.md) | {verdict.test.claim} | {effect} | {interval} | "
+                f"{len(verdict.seeds)} | **{verdict.verdict}** |"
+            )
+    if command:
+        lines += ["", "Command:", "", "```", command, "```"]
+    path.write_text("\n".join(lines) + "\n")
+    return path
