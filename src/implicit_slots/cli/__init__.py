@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import re
 import sys
 from collections.abc import Sequence
 
@@ -29,13 +30,25 @@ COMMANDS: dict[str, str] = {
 }
 
 
+def help_text(doc: str | None, *, first_paragraph: bool = False) -> str | None:
+    """A module docstring as ``--help`` shows it: without reStructuredText markup (````code````,
+    ``:role:`target```), optionally only its first paragraph."""
+    if doc is None:
+        return None
+    text = doc.split("\n\n")[0] if first_paragraph else doc
+    text = re.sub(r":[a-z]+:`~?([^`]+)`", r"\1", text)
+    return text.replace("``", "")
+
+
 class CommandError(Exception):
     """A user-facing error: printed as one line, exit code 2, no traceback."""
 
 
 def build_parser() -> argparse.ArgumentParser:
     """Build the full parser with every available sub-command."""
-    parser = argparse.ArgumentParser(prog="implicit-slots", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="implicit-slots", description=help_text(__doc__, first_paragraph=True)
+    )
     parser.add_argument("--version", action="version", version=f"implicit-slots {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for module_name in COMMANDS.values():

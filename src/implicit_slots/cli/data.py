@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import yaml
 
-from implicit_slots.cli import CommandError
+from implicit_slots.cli import CommandError, help_text
 
 # Mask colours: background black, then well-separated hues.
 _PALETTE = np.array(
@@ -70,7 +70,7 @@ def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "data",
         help="list, preview or materialise datasets",
-        description=__doc__.split("\n\n")[0] if __doc__ else None,
+        description=help_text(__doc__, first_paragraph=True),
     )
     commands = parser.add_subparsers(dest="data_command", metavar="SUBCOMMAND", required=True)
     listing = commands.add_parser("list", help="list the registered datasets")

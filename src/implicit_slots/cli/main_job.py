@@ -16,7 +16,7 @@ import sys
 import time
 from pathlib import Path
 
-from implicit_slots.cli import CommandError
+from implicit_slots.cli import CommandError, help_text
 
 DEFAULT_CONFIG_NAME = "slate_clevr_lite.yaml"  # in the package's configs folder (config.CONFIGS_DIR)
 KEY_METRICS = (
@@ -36,7 +36,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "main-job",
         help="train + evaluate the default implicit SLATE (what `make run` runs)",
-        description=__doc__,
+        description=help_text(__doc__),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(

@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from implicit_slots.cli import CommandError
+from implicit_slots.cli import CommandError, help_text
 
 DEFAULT_RUNS_DIR = Path("runs") / "reproduce"
 
@@ -37,7 +37,7 @@ def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "reproduce",
         help="run a table/figure of the paper over seeds, plot it, and compare with the paper",
-        description=__doc__,
+        description=help_text(__doc__),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("names", nargs="*", metavar="NAME", help="experiment(s): see --list")

@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from implicit_slots.cli import CommandError
+from implicit_slots.cli import CommandError, help_text
 from implicit_slots.config import SECTIONS, ConfigError, load_config
 
 
@@ -53,7 +53,7 @@ def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "train",
         help="train a model from a config (or resume a run)",
-        description=__doc__.split("\n\n")[0] if __doc__ else None,
+        description=help_text(__doc__, first_paragraph=True),
         epilog="Examples:\n"
         "  implicit-slots train configs/paper/cpu/fig5_implicit_all_tricks.yaml training.max_steps=1000\n"
         "  implicit-slots train --resume runs/fig5-20260101-120000 training.max_steps=20000",
