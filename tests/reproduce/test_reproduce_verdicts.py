@@ -15,7 +15,9 @@ from implicit_slots.reproduce.experiments import EXPERIMENTS, ClaimTest, get_exp
 from implicit_slots.reproduce.report import VERDICTS_FILE, write_reports
 from implicit_slots.reproduce.verdicts import (
     CONTRADICTED,
+    EQUIVALENCE_CONFIDENCE,
     INCONCLUSIVE,
+    NO_USABLE_SEEDS,
     NOT_RUN,
     SUPPORTED,
     decide,
@@ -97,22 +99,56 @@ def test_judge_pairs_by_seed_on_a_log_scale(tmp_path: Path) -> None:
     assert judge(test, {"a": wide, "b": against}).verdict == INCONCLUSIVE
 
 
-def test_judge_leaves_out_unfinished_seeds_and_says_so(tmp_path: Path) -> None:
-    arm = _runs(tmp_path, "a", {0: 1.0, 1: 2.0})
+def test_judge_leaves_out_unfinished_diverged_and_unpaired_seeds_and_says_so(tmp_path: Path) -> None:
+    arm = _runs(tmp_path, "a", {0: 1.0, 1: 2.0, 4: 1.0})
     arm += _runs(tmp_path, "a_partial", {2: 3.0}, last_step=50)
     against = _runs(tmp_path, "b", {0: 2.0, 1: 1.0, 2: 5.0})
+    against += _runs(tmp_path, "b_diverged", {3: 9.0}, last_step=30, diverged=True)
     verdict = judge(ClaimTest("c", "mse", "lower", "a", "b"), {"a": arm, "b": against})
     assert verdict.seeds == [0, 1]
-    assert "seed 2 not finished" in verdict.note
+    assert "a: seed 2 not finished (step 50)" in verdict.note
+    assert "b: seed 3 diverged at step 30" in verdict.note
+    assert "unpaired seed(s) left out: 2, 4" in verdict.note
+    assert verdict.diverged == {"b": [3]}
     assert verdict.verdict == INCONCLUSIVE  # differences -1 and +1
 
 
 def test_judge_with_one_seed_or_none(tmp_path: Path) -> None:
     arm, against = _runs(tmp_path, "a", {0: 1.0}), _runs(tmp_path, "b", {0: 2.0})
+    assert arm[0].eval_step is not None
     one = judge(ClaimTest("c", "mse", "lower", "a", "b"), {"a": arm, "b": against})
     assert (one.verdict, one.effect, one.interval) == (INCONCLUSIVE, -1.0, None)
     assert "fewer than two seeds" in one.note
     assert judge(ClaimTest("c", "mse", "lower", "x", "y"), {}).verdict == NOT_RUN
+    partial = _runs(tmp_path, "p", {0: 1.0}, last_step=50)
+    assert (
+        judge(ClaimTest("c", "mse", "lower", "p", "b"), {"p": partial, "b": against}).verdict
+        == NO_USABLE_SEEDS
+    )
+    unevaluated = judge(ClaimTest("c", "fid", "lower", "a", "b"), {"a": arm, "b": against})
+    assert unevaluated.verdict == NO_USABLE_SEEDS and "a: seed 0 has no value" in unevaluated.note
+
+
+def test_similar_uses_the_90_percent_interval(tmp_path: Path) -> None:
+    # Differences 0.02, 0.04, 0.06: the 90% interval (t = 2.92) is [0.006, 0.074], inside a 0.08 margin;
+    # the 95% interval (t = 4.30) is [-0.010, 0.090], which would not be.
+    arm = _runs(tmp_path, "a", {0: 1.02, 1: 1.04, 2: 1.06})
+    against = _runs(tmp_path, "b", {0: 1.0, 1: 1.0, 2: 1.0})
+    verdict = judge(ClaimTest("c", "mse", "similar", "a", "b", margin=0.08), {"a": arm, "b": against})
+    differences = [0.02, 0.04, 0.06]
+    assert verdict.interval == pytest.approx(t_interval(differences, EQUIVALENCE_CONFIDENCE))
+    assert verdict.verdict == SUPPORTED
+    assert t_interval(differences)[1] > 0.08
+
+
+def test_a_fallback_metric_is_used_only_when_no_run_has_the_first(tmp_path: Path) -> None:
+    test = ClaimTest("c", "fid", "lower", "a", "b", fallback_metric="mse")
+    arm, against = _runs(tmp_path, "a", {0: 1.0, 1: 2.0}), _runs(tmp_path, "b", {0: 2.0, 1: 3.0})
+    assert judge(test, {"a": arm, "b": against}).metric == "mse"
+    write_fake_run(tmp_path / "f", eval_metrics={"fid": 5.0})
+    with_fid = load_run(tmp_path / "f", 0)
+    assert with_fid is not None
+    assert judge(test, {"a": [with_fid], "b": against}).metric == "fid"
 
 
 def test_every_claim_test_names_curves_of_its_experiment() -> None:
@@ -123,6 +159,7 @@ def test_every_claim_test_names_curves_of_its_experiment() -> None:
             assert test.arm in curves, (experiment.name, test.arm)
             assert test.against is None or test.against in curves, (experiment.name, test.against)
             assert test.metric in experiment.final_metrics, (experiment.name, test.metric)
+            assert test.fallback_metric in (None, *experiment.final_metrics), (experiment.name, test.claim)
 
 
 def test_reports_carry_the_verdicts(tmp_path: Path) -> None:

@@ -3,8 +3,10 @@
 For a test of two arms, the final values are paired by seed (seeds where both runs finished and have a
 finite value) and the per-seed differences ``arm - against`` (of ``log10`` values with ``log``) give a mean
 and a 95% Student-t interval (``n - 1`` degrees of freedom). A one-arm ``below`` test uses the arm's values
-themselves. The verdict follows :class:`~implicit_slots.reproduce.experiments.ClaimTest`: supported,
-contradicted, inconclusive (the interval does not decide, or fewer than two seeds), or not run.
+themselves; ``similar`` tests use the 90% interval (two one-sided tests at 5%). The verdict follows
+:class:`~implicit_slots.reproduce.experiments.ClaimTest`: supported, contradicted, inconclusive (the
+interval does not decide, or fewer than two seeds), not run, or no usable seeds. Runs that diverged are
+left out of the statistics and listed beside the verdict.
 """
 
 from __future__ import annotations
@@ -22,11 +24,14 @@ from implicit_slots.reproduce.experiments import ClaimTest, Experiment
 __all__ = [
     "CONFIDENCE",
     "CONTRADICTED",
+    "EQUIVALENCE_CONFIDENCE",
     "INCONCLUSIVE",
     "NOT_RUN",
+    "NO_USABLE_SEEDS",
     "SUPPORTED",
     "Verdict",
     "decide",
+    "diverged_text",
     "effect_text",
     "judge",
     "t_interval",
@@ -34,7 +39,11 @@ __all__ = [
 ]
 
 CONFIDENCE = 0.95
-SUPPORTED, CONTRADICTED, INCONCLUSIVE, NOT_RUN = "supported", "contradicted", "inconclusive", "not run"
+# "similar" is two one-sided tests at 5% each (TOST): the difference lies inside the margin when the 90%
+# interval does.
+EQUIVALENCE_CONFIDENCE = 0.90
+SUPPORTED, CONTRADICTED, INCONCLUSIVE = "supported", "contradicted", "inconclusive"
+NOT_RUN, NO_USABLE_SEEDS = "not run", "no usable seeds"
 
 
 @dataclass
@@ -43,23 +52,29 @@ class Verdict:
 
     Attributes:
         test: the test.
-        verdict: ``supported``, ``contradicted``, ``inconclusive`` or ``not run``.
+        verdict: ``supported``, ``contradicted``, ``inconclusive``, ``not run`` (no run folder of an arm)
+            or ``no usable seeds`` (runs exist, none finished, evaluated and finite in both arms).
+        metric: the metric used (``test.metric``, or ``test.fallback_metric`` when no run has the first).
         seeds: the seeds used (paired seeds for two arms).
         arm_values: the arm's final values on those seeds (raw, not log).
         against_values: the other arm's (empty for ``below``).
-        effect: mean of the per-seed differences ``arm - against`` (``below``: the arm's mean), in log10
-            units with ``test.log``; None when no seed was usable.
-        interval: its 95% t interval; None with fewer than two seeds.
+        effect: mean of the per-seed differences ``arm - against`` (``below``: the mean of the arm's
+            values), of log10 values with ``test.log``; None when no seed was usable.
+        interval: its t interval (95%; 90% for ``similar``); None with fewer than two seeds.
+        diverged: seeds that stopped on NaN/Inf steps, per config; they are left out of the statistics
+            (their final values would come from a shorter run) and listed here instead.
         note: why seeds were left out, or why the test is undecided.
     """
 
     test: ClaimTest
     verdict: str
+    metric: str
     seeds: list[int]
     arm_values: list[float]
     against_values: list[float]
     effect: float | None
     interval: tuple[float, float] | None
+    diverged: dict[str, list[int]]
     note: str = ""
 
 
@@ -93,34 +108,77 @@ def decide(test: ClaimTest, interval: tuple[float, float]) -> str:
     return CONTRADICTED if low > bound or high < -bound else INCONCLUSIVE
 
 
-def _values(runs: Sequence[RunRecord], metric: str) -> tuple[dict[int, float], list[str]]:
-    values, left_out = {}, []
+def _values(runs: Sequence[RunRecord], metric: str) -> tuple[dict[int, float], list[int], list[str]]:
+    """Usable final values by seed, the diverged seeds, and why other seeds were left out."""
+    values, diverged, left_out = {}, [], []
     for run in runs:
+        if run.diverged:
+            diverged.append(run.seed)
+            left_out.append(f"seed {run.seed} diverged at step {run.last_step}")
+            continue
         if not run.finished:
-            left_out.append(f"seed {run.seed} not finished")
+            left_out.append(f"seed {run.seed} not finished (step {run.last_step})")
             continue
         value = final_value(run, metric)
-        if value is None or not math.isfinite(value):
-            left_out.append(f"seed {run.seed} has no finite value" + (" (diverged)" if run.diverged else ""))
+        if value is None:
+            evaluated = metric.startswith(("train:", "train_max:")) or run.eval_step is not None
+            left_out.append(f"seed {run.seed} " + ("has no value" if evaluated else "not evaluated"))
+            continue
+        if not math.isfinite(value):
+            left_out.append(f"seed {run.seed} has a non-finite value")
             continue
         values[run.seed] = value
-    return values, left_out
+    return values, diverged, left_out
+
+
+def _metric(test: ClaimTest, runs_of: dict[str, Sequence[RunRecord]]) -> str:
+    """``test.metric``, or its fallback when no run of the test's arms has the first."""
+    if test.fallback_metric is None:
+        return test.metric
+    configs = [test.arm] if test.against is None else [test.arm, test.against]
+    runs = [run for config in configs for run in runs_of.get(config, ())]
+    return (
+        test.metric
+        if any(final_value(run, test.metric) is not None for run in runs)
+        else test.fallback_metric
+    )
 
 
 def judge(test: ClaimTest, runs_of: dict[str, Sequence[RunRecord]]) -> Verdict:
     """Decide ``test`` from the runs of each config (``runs_of[config]``: its seeds' run records)."""
-    arm, notes = _values(runs_of.get(test.arm, ()), test.metric)
-    against: dict[int, float] = {}
-    if test.against is not None:
-        against, other_notes = _values(runs_of.get(test.against, ()), test.metric)
-        notes += [f"{test.against}: {n}" for n in other_notes]
-        seeds = sorted(set(arm) & set(against))
-    else:
-        seeds = sorted(arm)
-    arm_values = [arm[s] for s in seeds]
-    against_values = [against[s] for s in seeds] if test.against is not None else []
+    metric = _metric(test, runs_of)
+    configs = [test.arm] if test.against is None else [test.arm, test.against]
+    values, diverged, notes = {}, {}, []
+    for config in configs:
+        values[config], diverged[config], left_out = _values(runs_of.get(config, ()), metric)
+        notes += [f"{config}: {note}" for note in left_out]
+    seeds = sorted(set.intersection(*(set(values[config]) for config in configs)))
+    unpaired = sorted(set.union(*(set(values[config]) for config in configs)) - set(seeds))
+    if unpaired:
+        notes.append("unpaired seed(s) left out: " + ", ".join(str(seed) for seed in unpaired))
+    diverged = {config: seeds_ for config, seeds_ in diverged.items() if seeds_}
+    arm_values = [values[test.arm][s] for s in seeds]
+    against_values = [values[test.against][s] for s in seeds] if test.against is not None else []
+
+    def verdict(
+        kind: str, effect: float | None = None, interval: tuple[float, float] | None = None
+    ) -> Verdict:
+        return Verdict(
+            test,
+            kind,
+            metric,
+            seeds,
+            arm_values,
+            against_values,
+            effect,
+            interval,
+            diverged,
+            "; ".join(notes),
+        )
+
     if not seeds:
-        return Verdict(test, NOT_RUN, [], [], [], None, None, "; ".join(notes))
+        ran = all(runs_of.get(config) for config in configs)
+        return verdict(NO_USABLE_SEEDS if ran else NOT_RUN)
 
     def scale(value: float) -> float:
         if not test.log:
@@ -133,15 +191,14 @@ def judge(test: ClaimTest, runs_of: dict[str, Sequence[RunRecord]]) -> Verdict:
         differences = [scale(a) - scale(b) for a, b in zip(arm_values, against_values)]
     if not all(math.isfinite(d) for d in differences):
         notes.append("a non-positive value cannot be compared on a log scale")
-        return Verdict(test, INCONCLUSIVE, seeds, arm_values, against_values, None, None, "; ".join(notes))
+        return verdict(INCONCLUSIVE)
     effect = float(np.mean(differences))
     if len(seeds) < 2:
         notes.append("fewer than two seeds: no interval")
-        return Verdict(test, INCONCLUSIVE, seeds, arm_values, against_values, effect, None, "; ".join(notes))
-    interval = t_interval(differences)
-    return Verdict(
-        test, decide(test, interval), seeds, arm_values, against_values, effect, interval, "; ".join(notes)
-    )
+        return verdict(INCONCLUSIVE, effect)
+    confidence = EQUIVALENCE_CONFIDENCE if test.kind == "similar" else CONFIDENCE
+    interval = t_interval(differences, confidence)
+    return verdict(decide(test, interval), effect, interval)
 
 
 def _number(value: float) -> str:
@@ -162,9 +219,16 @@ def effect_text(verdict: Verdict) -> tuple[str, str]:
     return (f"{effect:+.3g}" if test.against is not None else _number(effect)), bounds
 
 
+def diverged_text(verdict: Verdict) -> str:
+    """``"config: seeds"`` of the seeds that diverged, or ``-``."""
+    if not verdict.diverged:
+        return "-"
+    return "; ".join(f"{config}: {', '.join(map(str, seeds))}" for config, seeds in verdict.diverged.items())
+
+
 def _test_text(test: ClaimTest) -> str:
     if test.against is None:
-        return f"`{test.arm}` < {10**test.margin if test.log else test.margin:g}"
+        return f"mean of `{test.arm}` < {10**test.margin if test.log else test.margin:g}"
     relation = {"lower": "<", "higher": ">", "similar": "≈"}[test.kind]
     margin = ""
     if test.kind == "similar":
@@ -185,8 +249,9 @@ def verdict_table(
         "per seed: arm",
         "per seed: against",
         "effect",
-        "95% CI",
+        "CI",
         "verdict",
+        "diverged",
         "notes",
     ]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
@@ -195,13 +260,14 @@ def verdict_table(
         cells = [
             verdict.test.claim,
             _test_text(verdict.test),
-            f"`{verdict.test.metric}`",
+            f"`{verdict.metric}`",
             ", ".join(str(s) for s in verdict.seeds) or "-",
             ", ".join(_number(v) for v in verdict.arm_values) or "-",
             ", ".join(_number(v) for v in verdict.against_values) or "-",
             effect,
             interval,
             f"**{verdict.verdict}**",
+            diverged_text(verdict),
             verdict.note,
         ]
         lines.append("| " + " | ".join(cells) + " |")
