@@ -108,7 +108,14 @@ def test_report_table_and_figure_from_fake_runs(tmp_path: Path) -> None:
     assert "1/2 seeds finished" in next(line for line in lines if "`table3_coco_implicit`" in line)
 
     written = write_reports([experiment, get_experiment("fig8")], "cpu", 2, runs_dir, out, command="cmd")
-    assert [p.name for p in written] == ["table3.png", "table3.md", "fig8.png", "fig8.md", "verdicts.md"]
+    assert [p.name for p in written] == [
+        "table3.png",
+        "table3.md",
+        "fig8.png",
+        "fig8.md",
+        "verdicts.png",
+        "verdicts.md",
+    ]
     assert (out / "table3.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     fig8 = (out / "fig8.md").read_text()
     assert NOT_REPORTED in fig8 and "| 0 |" in fig8  # no fig8 runs: zero seeds, the paper has no number

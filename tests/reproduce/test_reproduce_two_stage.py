@@ -117,8 +117,13 @@ def test_report_names_and_says_which_dvae_training(tmp_path: Path) -> None:
     assert "**two-stage**" in text and "dvae_clevr-mirror-lite_64px" in text and "mse_background" in text
     joint_paths = write_reports([table3], "cpu", 1, tmp_path, tmp_path / "out", plan=joint, dvae="joint")
     assert "**joint**" in (tmp_path / "out" / "table3_joint.md").read_text()
-    assert [p.name for p in paths] == ["table3.png", "table3.md", "verdicts.md"]
-    assert [p.name for p in joint_paths] == ["table3_joint.png", "table3_joint.md", "verdicts_joint.md"]
+    assert [p.name for p in paths] == ["table3.png", "table3.md", "verdicts.png", "verdicts.md"]
+    assert [p.name for p in joint_paths] == [
+        "table3_joint.png",
+        "table3_joint.md",
+        "verdicts_joint.png",
+        "verdicts_joint.md",
+    ]
 
 
 TINY = [

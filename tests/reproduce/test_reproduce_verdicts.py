@@ -171,7 +171,7 @@ def test_reports_carry_the_verdicts(tmp_path: Path) -> None:
                 eval_metrics={"mse_autoregressive": mse, "proxy_feature_distance": 1.0},
             )
     written = write_reports([get_experiment("table3")], "cpu", 3, runs_dir, out, command="cmd")
-    assert [path.name for path in written] == ["table3.png", "table3.md", VERDICTS_FILE]
+    assert [path.name for path in written] == ["table3.png", "table3.md", "verdicts.png", VERDICTS_FILE]
     summary = (out / VERDICTS_FILE).read_text()
     mse_row = next(
         line for line in summary.splitlines() if "CLEVR-Mirror: implicit has lower test MSE" in line
@@ -182,5 +182,7 @@ def test_reports_carry_the_verdicts(tmp_path: Path) -> None:
     )
     assert "**inconclusive**" in feature_row  # equal values: a zero-width interval at 0
     assert "**not run**" in summary  # ShapeStacks and COCO
+    assert (out / "verdicts.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "![verdicts](verdicts.png)" in summary
     report = (out / "table3.md").read_text()
     assert "60, 62, 58" in report and "75, 80, 70" in report

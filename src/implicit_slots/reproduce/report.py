@@ -11,6 +11,7 @@ lists our mean ± std next to the paper's number ("not reported" where the paper
 from __future__ import annotations
 
 import math
+import textwrap
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +36,7 @@ __all__ = [
     "CurveRuns",
     "collect_runs",
     "draw_figure",
+    "draw_verdicts",
     "results_table",
     "write_reports",
     "write_verdict_summary",
@@ -355,7 +357,8 @@ def write_reports(
     if any(verdicts for _, _, verdicts in summary):
         # ``--dvae joint`` / ``two-stage`` reports sit beside the default ones (as report_name's files).
         verdicts_name = VERDICTS_FILE if dvae == "auto" else f"verdicts_{dvae.replace('-', '_')}.md"
-        written.append(write_verdict_summary(summary, scale, seeds, out_dir / verdicts_name, command))
+        summary_path = write_verdict_summary(summary, scale, seeds, out_dir / verdicts_name, command)
+        written += [summary_path.with_suffix(".png"), summary_path]
     return written
 
 
@@ -366,7 +369,9 @@ def write_verdict_summary(
     path: Path,
     command: str = "",
 ) -> Path:
-    """One table of every claim test of the experiments of this call (``verdicts.md``)."""
+    """One table of every claim test of the experiments of this call (``verdicts.md``), and beside it a
+    figure of every effect with its interval (``verdicts.png``, :func:`draw_verdicts`)."""
+    figure = draw_verdicts(summary, path.with_suffix(".png"), scale)
     counts: dict[str, int] = {}
     for _, _, verdicts in summary:
         for verdict in verdicts:
@@ -379,6 +384,8 @@ def write_verdict_summary(
         "Totals: " + ", ".join(f"{count} {kind}" for kind, count in sorted(counts.items())) + ".",
         "",
         VERDICT_CAVEATS,
+        "",
+        f"![verdicts]({figure.name})",
         "",
         "| experiment | claim | metric | effect | CI | seeds | verdict | diverged |",
         "|---|---|---|---|---|---|---|---|",
@@ -393,4 +400,79 @@ def write_verdict_summary(
     if command:
         lines += ["", "Command:", "", "```", command, "```"]
     path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+_VERDICT_COLOURS = {"supported": "tab:green", "contradicted": "tab:red", "inconclusive": "tab:gray"}
+
+
+def draw_verdicts(
+    summary: Sequence[tuple[Experiment, str, Sequence[Verdict]]], path: Path, scale: str
+) -> Path:
+    """A forest plot of the claim tests that have an effect: one row per test, the mean effect and its
+    interval, coloured by verdict, against the line of no difference (the margin shaded for "similar",
+    the bound marked for one-arm tests). Left panel: ratios (tests on a log scale, log axis); right
+    panel: differences and one-arm means."""
+    import matplotlib
+    import matplotlib.ticker
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [
+        (experiment.name, verdict)
+        for experiment, _, verdicts in summary
+        for verdict in verdicts
+        if verdict.effect is not None
+    ]
+    panels = [[r for r in rows if r[1].test.log], [r for r in rows if not r[1].test.log]]
+    heights = [max(len(p), 1) for p in panels]
+    figure, axes = plt.subplots(
+        2, 1, figsize=(11, 1.6 + 0.3 * sum(heights)), gridspec_kw={"height_ratios": heights}, squeeze=False
+    )
+    for axis, panel, log in zip(axes[:, 0], panels, (True, False)):
+
+        def value(x: float, log: bool = log) -> float:
+            return 10**x if log else x
+
+        for row, (_, verdict) in enumerate(panel):
+            test, y = verdict.test, len(panel) - 1 - row
+            colour = _VERDICT_COLOURS.get(verdict.verdict, "black")
+            if test.kind == "similar":
+                axis.fill_betweenx(
+                    [y - 0.4, y + 0.4], value(-test.margin), value(test.margin), color=colour, alpha=0.2, lw=0
+                )
+            if test.kind == "below":
+                axis.plot([value(test.margin)] * 2, [y - 0.4, y + 0.4], color="black", lw=1.2)
+            if verdict.interval is not None:
+                low, high = (value(v) for v in verdict.interval)
+                axis.plot([low, high], [y, y], color=colour, lw=2)
+            axis.plot(value(verdict.effect or 0.0), y, "o", color=colour, ms=5)
+        axis.set_yticks(range(len(panel)))
+        labels = [textwrap.shorten(f"{name}: {v.test.claim}", 95) for name, v in reversed(panel)]
+        axis.set_yticklabels(labels, fontsize=7)
+        axis.set_ylim(-0.6, max(len(panel), 1) - 0.4)
+        if log:
+            axis.set_xscale("log")
+            axis.xaxis.set_major_formatter(matplotlib.ticker.StrMethodFormatter("{x:.3g}"))
+            low, high = axis.get_xlim()
+            # Within about a decade the major ticks (powers of 10) are too few: label the minor ones.
+            minor = matplotlib.ticker.StrMethodFormatter("{x:.2g}") if high / low < 20 else None
+            axis.xaxis.set_minor_formatter(minor or matplotlib.ticker.NullFormatter())
+            axis.axvline(1.0, color="black", lw=0.8, ls="--")
+            axis.set_title("ratio arm / against (log axis): mean and interval; shaded: margin", fontsize=9)
+        else:
+            axis.axvline(0.0, color="black", lw=0.8, ls="--")
+            axis.set_title("difference arm - against, or one arm's mean (bar: its bound)", fontsize=9)
+        axis.tick_params(axis="x", which="both", labelsize=7)
+        axis.grid(axis="x", alpha=0.3)
+        if not panel:
+            axis.text(0.5, 0.5, "no test", ha="center", va="center", transform=axis.transAxes)
+    handles = [plt.Line2D([], [], color=c, marker="o", lw=2, label=k) for k, c in _VERDICT_COLOURS.items()]
+    figure.legend(handles=handles, loc="upper right", fontsize=7, ncol=3)
+    figure.suptitle(f"Verdicts on the paper's claims, scale {scale}", fontsize=10, x=0.02, ha="left")
+    figure.tight_layout(rect=(0, 0, 1, 0.95))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
     return path
