@@ -19,6 +19,7 @@ from implicit_slots.reproduce.verdicts import (
     INCONCLUSIVE,
     NO_USABLE_SEEDS,
     NOT_RUN,
+    NOT_TESTABLE,
     SUPPORTED,
     decide,
     judge,
@@ -181,8 +182,20 @@ def test_reports_carry_the_verdicts(tmp_path: Path) -> None:
         line for line in summary.splitlines() if "CLEVR-Mirror: implicit has lower FID" in line
     )
     assert "**inconclusive**" in feature_row  # equal values: a zero-width interval at 0
-    assert "**not run**" in summary  # ShapeStacks and COCO
+    assert "**not testable at this scale**" in summary  # the ShapeStacks and COCO stand-ins
     assert (out / "verdicts.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "![verdicts](verdicts.png)" in summary
     report = (out / "table3.md").read_text()
     assert "60, 62, 58" in report and "75, 80, 70" in report
+
+
+def test_a_claim_outside_its_scales_is_not_testable_there(tmp_path: Path) -> None:
+    test = ClaimTest("coco", "mse", "lower", "a", "b", scales=("paper",))
+    arm, against = _runs(tmp_path, "a", {0: 1.0, 1: 2.0}), _runs(tmp_path, "b", {0: 2.0, 1: 3.0})
+    here = judge(test, {"a": arm, "b": against}, scale="cpu")
+    assert (here.verdict, here.seeds) == (NOT_TESTABLE, [])
+    assert "paper scale" in here.note
+    assert judge(test, {"a": arm, "b": against}, scale="paper").verdict == SUPPORTED  # both seeds -1
+    table3 = {t.claim: t for t in get_experiment("table3").claim_tests}
+    assert table3["COCO: implicit has lower test MSE than vanilla"].scales == ("paper",)
+    assert "cpu" in table3["CLEVR-Mirror: implicit has lower test MSE than vanilla"].scales

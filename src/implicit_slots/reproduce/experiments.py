@@ -112,6 +112,9 @@ class ClaimTest:
         margin: the equivalence margin (``similar``) or the bound (``below``).
         fallback_metric: the metric used when no run of the arms has ``metric`` (FID without Inception
             weights: the proxy feature distance); the report names the one used.
+        scales: the scales whose configs can test the claim; elsewhere the verdict is "not testable at
+            this scale" (the CPU stand-ins of ShapeStacks and COCO are procedural scenes that say nothing
+            about those datasets).
     """
 
     claim: str
@@ -122,6 +125,7 @@ class ClaimTest:
     log: bool = False
     margin: float = 0.0
     fallback_metric: str | None = None
+    scales: tuple[str, ...] = SCALES
 
     def __post_init__(self) -> None:
         if self.kind not in CLAIM_TEST_KINDS:
@@ -260,8 +264,19 @@ def _table3_tests() -> tuple[ClaimTest, ...]:
     tests = []
     for data, text in (("clevr_mirror", "CLEVR-Mirror"), ("shapestacks", "ShapeStacks"), ("coco", "COCO")):
         arm, against = f"table3_{data}_implicit", f"table3_{data}_vanilla"
+        # CPU stand-ins for ShapeStacks and COCO are procedural scenes: their runs say nothing about those
+        # datasets, so only the paper scale judges those cells.
+        scales = SCALES if data == "clevr_mirror" else ("paper",)
         tests += [
-            _lower(f"{text}: implicit has lower test MSE than vanilla", "mse_autoregressive", arm, against),
+            ClaimTest(
+                f"{text}: implicit has lower test MSE than vanilla",
+                "mse_autoregressive",
+                "lower",
+                arm,
+                against,
+                log=True,
+                scales=scales,
+            ),
             ClaimTest(
                 f"{text}: implicit has lower FID than vanilla (without Inception weights: the proxy "
                 "feature distance, not FID)",
@@ -271,6 +286,7 @@ def _table3_tests() -> tuple[ClaimTest, ...]:
                 against,
                 log=True,
                 fallback_metric="proxy_feature_distance",
+                scales=scales,
             ),
         ]
     return tuple(tests)

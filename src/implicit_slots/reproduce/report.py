@@ -324,7 +324,9 @@ def write_reports(
         collected = collect_runs(experiment, seeds, runs_dir, plan)
         name = report_name(experiment, scale, dvae, plan or ())
         figure = draw_figure(experiment, collected, out_dir / f"{name}.png", scale)
-        verdicts, verdicts_markdown = verdict_table(experiment, {c.curve.config: c.runs for c in collected})
+        verdicts, verdicts_markdown = verdict_table(
+            experiment, {c.curve.config: c.runs for c in collected}, scale
+        )
         summary.append((experiment, name, verdicts))
         text = [
             f"# {experiment.name}: {experiment.title}",

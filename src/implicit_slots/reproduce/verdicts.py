@@ -27,6 +27,7 @@ __all__ = [
     "EQUIVALENCE_CONFIDENCE",
     "INCONCLUSIVE",
     "NOT_RUN",
+    "NOT_TESTABLE",
     "NO_USABLE_SEEDS",
     "SUPPORTED",
     "Verdict",
@@ -44,6 +45,7 @@ CONFIDENCE = 0.95
 EQUIVALENCE_CONFIDENCE = 0.90
 SUPPORTED, CONTRADICTED, INCONCLUSIVE = "supported", "contradicted", "inconclusive"
 NOT_RUN, NO_USABLE_SEEDS = "not run", "no usable seeds"
+NOT_TESTABLE = "not testable at this scale"
 
 
 @dataclass
@@ -144,8 +146,12 @@ def _metric(test: ClaimTest, runs_of: dict[str, Sequence[RunRecord]]) -> str:
     )
 
 
-def judge(test: ClaimTest, runs_of: dict[str, Sequence[RunRecord]]) -> Verdict:
-    """Decide ``test`` from the runs of each config (``runs_of[config]``: its seeds' run records)."""
+def judge(test: ClaimTest, runs_of: dict[str, Sequence[RunRecord]], scale: str | None = None) -> Verdict:
+    """Decide ``test`` from the runs of each config (``runs_of[config]``: its seeds' run records) at
+    ``scale`` (None: any scale the test allows)."""
+    if scale is not None and scale not in test.scales:
+        note = f"only the {' / '.join(test.scales)} scale's data can test this claim"
+        return Verdict(test, NOT_TESTABLE, test.metric, [], [], [], None, None, {}, note)
     metric = _metric(test, runs_of)
     configs = [test.arm] if test.against is None else [test.arm, test.against]
     values, diverged, notes = {}, {}, []
@@ -180,15 +186,15 @@ def judge(test: ClaimTest, runs_of: dict[str, Sequence[RunRecord]]) -> Verdict:
         ran = all(runs_of.get(config) for config in configs)
         return verdict(NO_USABLE_SEEDS if ran else NOT_RUN)
 
-    def scale(value: float) -> float:
+    def transform(value: float) -> float:
         if not test.log:
             return value
         return math.log10(value) if value > 0 else -math.inf
 
     if test.against is None:
-        differences = [scale(a) for a in arm_values]
+        differences = [transform(a) for a in arm_values]
     else:
-        differences = [scale(a) - scale(b) for a, b in zip(arm_values, against_values)]
+        differences = [transform(a) - transform(b) for a, b in zip(arm_values, against_values)]
     if not all(math.isfinite(d) for d in differences):
         notes.append("a non-positive value cannot be compared on a log scale")
         return verdict(INCONCLUSIVE)
@@ -237,10 +243,11 @@ def _test_text(test: ClaimTest) -> str:
 
 
 def verdict_table(
-    experiment: Experiment, runs_of: dict[str, Sequence[RunRecord]]
+    experiment: Experiment, runs_of: dict[str, Sequence[RunRecord]], scale: str | None = None
 ) -> tuple[list[Verdict], str]:
-    """Judge every claim test of ``experiment``; returns the verdicts and their Markdown table."""
-    verdicts = [judge(test, runs_of) for test in experiment.claim_tests]
+    """Judge every claim test of ``experiment`` at ``scale``; returns the verdicts and their Markdown
+    table."""
+    verdicts = [judge(test, runs_of, scale) for test in experiment.claim_tests]
     header = [
         "claim",
         "test",
