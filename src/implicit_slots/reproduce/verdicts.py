@@ -160,7 +160,7 @@ def judge(test: ClaimTest, runs_of: dict[str, Sequence[RunRecord]], scale: str |
         notes += [f"{config}: {note}" for note in left_out]
     seeds = sorted(set.intersection(*(set(values[config]) for config in configs)))
     unpaired = sorted(set.union(*(set(values[config]) for config in configs)) - set(seeds))
-    if unpaired:
+    if unpaired and all(values[config] for config in configs):  # else the notes above say why
         notes.append("unpaired seed(s) left out: " + ", ".join(str(seed) for seed in unpaired))
     diverged = {config: seeds_ for config, seeds_ in diverged.items() if seeds_}
     arm_values = [values[test.arm][s] for s in seeds]
