@@ -334,42 +334,32 @@ def build_plan(
             if (name, seed, two_stage) in seen:
                 continue
             seen.add((name, seed, two_stage))
-            if stage is None or not two_stage:
-                plan.append(
-                    RunSpec(
-                        config_name=name,
-                        aliases=aliases[name],
-                        config_path=CONFIG_ROOT / scale / f"{name}.yaml",
-                        seed=seed,
-                        overrides=run_overrides,
-                        run_dir=runs_dir / name / f"seed{seed}",
-                        config=config,
-                        evaluation=evaluation,
+            arm_overrides, run_dir, stage_dir = run_overrides, runs_dir / name / f"seed{seed}", None
+            if stage is not None and two_stage:
+                stage_config = dvae_stage_config(config, stage)
+                stage_name = _stage_name(stage_config)
+                stage_dir = runs_dir / TWO_STAGE_DIR / stage_name / f"seed{seed}"
+                if not any(spec.run_dir == stage_dir for spec in plan):
+                    plan.append(
+                        RunSpec(
+                            config_name=stage_name,
+                            aliases=(stage_name,),
+                            config_path=stage_dir.parent / STAGE_CONFIG_FILE,
+                            seed=seed,
+                            overrides=_run_overrides(seed, ()),
+                            run_dir=stage_dir,
+                            config=stage_config,
+                            evaluation=evaluation,
+                            kind="dvae-stage",
+                        )
                     )
+                arm_overrides = (
+                    *run_overrides,
+                    f"model.dvae_init={stage_dir}",
+                    f"model.freeze_dvae={str(stage.freeze).lower()}",
                 )
-                continue
-            stage_config = dvae_stage_config(config, stage)
-            stage_name = _stage_name(stage_config)
-            stage_dir = runs_dir / TWO_STAGE_DIR / stage_name / f"seed{seed}"
-            if not any(spec.run_dir == stage_dir for spec in plan):
-                plan.append(
-                    RunSpec(
-                        config_name=stage_name,
-                        aliases=(stage_name,),
-                        config_path=stage_dir.parent / STAGE_CONFIG_FILE,
-                        seed=seed,
-                        overrides=_run_overrides(seed, ()),
-                        run_dir=stage_dir,
-                        config=stage_config,
-                        evaluation=evaluation,
-                        kind="dvae-stage",
-                    )
-                )
-            arm_overrides = (
-                *run_overrides,
-                f"model.dvae_init={stage_dir}",
-                f"model.freeze_dvae={str(stage.freeze).lower()}",
-            )
+                run_dir = runs_dir / TWO_STAGE_DIR / name / f"seed{seed}"
+                config = resolve(name, arm_overrides)
             plan.append(
                 RunSpec(
                     config_name=name,
@@ -377,8 +367,8 @@ def build_plan(
                     config_path=CONFIG_ROOT / scale / f"{name}.yaml",
                     seed=seed,
                     overrides=arm_overrides,
-                    run_dir=runs_dir / TWO_STAGE_DIR / name / f"seed{seed}",
-                    config=resolve(name, arm_overrides),
+                    run_dir=run_dir,
+                    config=config,
                     evaluation=evaluation,
                     dvae_stage=stage_dir,
                 )
