@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -209,6 +210,30 @@ class SlotAttention(nn.Module):
             f"variant={self.variant!r}, solver={self.solver!r}, gradient={self.gradient!r}, "
             f"initialization={self.initialization!r}"
         )
+
+    @contextmanager
+    def fixed_point_override(self, solver: ForwardSolver, gradient: GradientEstimator) -> Iterator[None]:
+        """Solve and differentiate with ``solver`` and ``gradient`` inside the ``with`` block, then restore.
+
+        For diagnostics that compare estimators on one trained module (``implicit-slots inspect
+        gradients``). Only the solve changes: which parameters require a gradient does not (the Gaussian
+        initialiser of a module built for Neumann / IFT stays frozen even under ``unrolled``).
+
+        Args:
+            solver: the forward solver (its ``max_iterations`` is the budget).
+            gradient: the gradient estimator.
+
+        Raises:
+            ValueError: the ``unrolled`` gradient with a solver other than plain iteration.
+        """
+        if gradient.name == "unrolled" and solver.name != "iteration":
+            raise ValueError(f"the 'unrolled' gradient needs the 'iteration' solver, got {solver.name!r}")
+        saved = self.solver, self.gradient
+        self.solver, self.gradient = solver, gradient
+        try:
+            yield
+        finally:
+            self.solver, self.gradient = saved
 
     def keys_and_values(self, inputs: Tensor) -> tuple[Tensor, Tensor]:
         """LayerNorm the inputs (B, N, input_dim) and project them once to scaled keys and values.
