@@ -9,11 +9,7 @@ import pytest
 import torch
 
 from implicit_slots.cli import main
-from implicit_slots.config import load_config
 from implicit_slots.evaluation import onset as script
-from implicit_slots.training import train
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_onset_statistics_on_hand_values() -> None:
@@ -48,33 +44,6 @@ def test_greedy_statistics_on_hand_values() -> None:
 def test_background_codes_count_is_checked() -> None:
     with pytest.raises(ValueError, match=r"number of background codes must be in \[1, 4\], got 0"):
         script.background_codes_of(torch.zeros(2, 3, dtype=torch.long), 4, 0)
-
-
-@pytest.fixture(scope="module")
-def tiny_slate_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    overrides = [
-        "model.image_size=16",
-        "model.vocab_size=64",
-        "model.dvae_hidden_channels=4",
-        "model.d_model=16",
-        "model.num_heads=2",
-        "model.num_decoder_blocks=1",
-        "model.slot_attention.slot_dim=16",
-        "model.slot_attention.mlp_hidden_dim=16",
-        "model.slot_attention.num_iterations=2",
-        "data.image_size=16",
-        "data.cache_dir=null",
-        "data.num_samples.train=4",
-        "data.num_samples.test=4",
-        "training.max_steps=1",
-        "training.batch_size=2",
-        "training.num_threads=1",
-        "diagnostics.every=0",
-    ]
-    config = load_config(ROOT / "configs" / "slate_clevr_lite.yaml", overrides)
-    run_dir = tmp_path_factory.mktemp("onset") / "run"
-    train(config, run_dir)
-    return run_dir
 
 
 def test_inspect_onset_prints_one_row_for_a_tiny_slate_run(
