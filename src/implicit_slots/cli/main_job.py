@@ -156,8 +156,8 @@ def run(args: argparse.Namespace) -> int:
     from implicit_slots.evaluation.runner import EvaluationRunError, evaluate_run
     from implicit_slots.models.speed import keep_freed_memory
 
-    # glibc keeps freed blocks for reuse instead of mapping them again every step: bit-identical results in
-    # 7% less CPU time for the main job (models/speed.py; docs/slate.md "The main job").
+    # glibc keeps freed blocks for reuse instead of mapping them again every step: bit-identical results
+    # without the page faults, about 4% of the main job's CPU time (models/speed.py; docs/slate.md).
     keep_freed_memory()
     config_path: Path = args.config if args.config is not None else CONFIGS_DIR / DEFAULT_CONFIG_NAME
     dvae_config_path: Path | None = args.dvae_config
