@@ -137,3 +137,13 @@ def test_inspect_gradients_names_a_missing_run_folder(
     assert "is not a run folder: no config.yaml" in capsys.readouterr().err
     assert main(["inspect", "gradients", str(tmp_path), "--budgets", "7", "0"]) == 2
     assert "--budgets must all be >= 1, got [7, 0]" in capsys.readouterr().err
+
+
+def test_lowest_residual_skips_nan_steps() -> None:
+    """A NaN step inside a backward solve does not hide the finite iterate the solver returned."""
+    trace = torch.tensor([[1.0, float("nan"), 0.25, 0.5], [1.0, 0.75, float("nan"), float("nan")]])
+    lowest, index = script.lowest_residual(trace)
+    assert lowest.tolist() == [0.25, 0.75]
+    assert index.tolist() == [2, 1]
+    all_nan = torch.full((1, 3), float("nan"))
+    assert script.lowest_residual(all_nan)[0].item() == float("inf")

@@ -217,9 +217,9 @@ def measure_gradient(
                 solution = output.slot_attention.solution
                 forward_residuals.append(solution.relative_residual.detach().float())
                 if solution.backward is not None:
-                    trace = solution.backward.relative_trace.detach().float()  # (B, T)
-                    backward_residuals.append(trace.min(dim=1).values)
-                    zero_adjoints.append((trace.argmin(dim=1) == 0).float())
+                    lowest, at = lowest_residual(solution.backward.relative_trace.detach().float())
+                    backward_residuals.append(lowest)
+                    zero_adjoints.append((at == 0).float())
         if device.type == "cuda":
             torch.cuda.synchronize(device)
     finally:
@@ -235,6 +235,23 @@ def measure_gradient(
         gradient=flat,
         seconds=seconds,
     )
+
+
+def lowest_residual(trace: Tensor) -> tuple[Tensor, Tensor]:
+    """Per sample, the lowest residual of a solve's trace and its index, NaN entries skipped.
+
+    The solvers never return an iterate whose residual is NaN (it is never "better"), so neither may the
+    report: a NaN step in the middle of a backward solve must not hide the finite iterate it returned.
+
+    Args:
+        trace: (B, T) relative residuals, index 0 = the start.
+
+    Returns:
+        ``(lowest, index)``, each (B,); ``inf`` where every entry is NaN.
+    """
+    finite_or_inf = torch.where(torch.isnan(trace), torch.full_like(trace, float("inf")), trace)
+    lowest, index = finite_or_inf.min(dim=1)
+    return lowest, index
 
 
 def compare_gradients(
