@@ -21,9 +21,15 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from implicit_slots.cli import CommandError
+
+if TYPE_CHECKING:
+    import torch
+    from torch.utils.data import Dataset
+
+    from implicit_slots.config import ExperimentConfig
 
 
 def register(subparsers: Any) -> None:
@@ -86,16 +92,19 @@ def register(subparsers: Any) -> None:
     gradients.set_defaults(func=run_gradients)
 
 
-def run_onset(args: argparse.Namespace) -> int:
-    """Run ``inspect onset``; returns the exit code."""
-    import torch
+def _load_run(
+    args: argparse.Namespace, positive: tuple[str, ...]
+) -> tuple[Any, ExperimentConfig, int, Dataset, torch.device]:
+    """Check that the ``positive`` options are >= 1, load the trained run and build its ``--split``.
 
-    from implicit_slots.evaluation.onset import format_onset_table, measure_onsets
+    Returns:
+        ``(model, config, step, dataset, device)``; every failure is one :class:`CommandError`.
+    """
     from implicit_slots.evaluation.runner import EvaluationRunError, load_trained_model
     from implicit_slots.training.data import build_dataset_split
     from implicit_slots.training.distributed import resolve_device
 
-    for name in ("images", "background_codes", "batch_size"):
+    for name in positive:
         if getattr(args, name) < 1:
             raise CommandError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
     try:
@@ -103,9 +112,22 @@ def run_onset(args: argparse.Namespace) -> int:
         model, config, step = load_trained_model(args.run_dir, device)
     except (EvaluationRunError, ValueError) as error:
         raise CommandError(str(error)) from error
+    try:
+        dataset = build_dataset_split(config.data, args.split)
+    except (KeyError, ValueError) as error:
+        raise CommandError(f"{args.run_dir}: {error}") from error
+    return model, config, step, dataset, device
+
+
+def run_onset(args: argparse.Namespace) -> int:
+    """Run ``inspect onset``; returns the exit code."""
+    import torch
+
+    from implicit_slots.evaluation.onset import format_onset_table, measure_onsets
+
+    model, config, step, dataset, device = _load_run(args, ("images", "background_codes", "batch_size"))
     if config.model.name != "slate":
         raise CommandError(f"{str(args.run_dir)!r} holds a {config.model.name!r} run, not a SLATE one")
-    dataset = build_dataset_split(config.data, args.split)
     count = min(args.images, len(dataset))  # type: ignore[arg-type]
     batches = [
         torch.stack([dataset[i]["image"] for i in range(start, min(start + args.batch_size, count))]).to(
@@ -134,27 +156,14 @@ def run_gradients(args: argparse.Namespace) -> int:
         describe,
         format_gradient_table,
     )
-    from implicit_slots.evaluation.runner import EvaluationRunError, load_trained_model
-    from implicit_slots.training.data import build_dataset_split, collate
-    from implicit_slots.training.distributed import resolve_device
+    from implicit_slots.training.data import collate
     from implicit_slots.training.schedules import hyperparameter_values
 
-    for name in ("images", "batch_size", "reference_iterations"):
-        if getattr(args, name) < 1:
-            raise CommandError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
     if min(args.budgets) < 1:
         raise CommandError(f"--budgets must all be >= 1, got {args.budgets}")
-    try:
-        device = resolve_device(args.device)
-        model, config, step = load_trained_model(args.run_dir, device)
-    except (EvaluationRunError, ValueError) as error:
-        raise CommandError(str(error)) from error
+    model, config, step, dataset, device = _load_run(args, ("images", "batch_size", "reference_iterations"))
     # The scheduled hyperparameters (e.g. SLATE's Gumbel temperature) take their value at the checkpoint.
     model.set_hyperparameters(hyperparameter_values(config.training.hyperparameter_schedules, step))
-    try:
-        dataset = build_dataset_split(config.data, args.split)
-    except (KeyError, ValueError) as error:
-        raise CommandError(f"{args.run_dir}: {error}") from error
     count = min(args.images, len(dataset))  # type: ignore[arg-type]
     batches = [
         {key: value.to(device) for key, value in collate([dataset[i] for i in range(start, end)]).items()}
