@@ -84,6 +84,59 @@ def test_model_section_is_checked_when_loading(override: str, message: str) -> N
         load_config(MAIN_JOB, [override])
 
 
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+
+
+@pytest.mark.parametrize(
+    "config_file",
+    ["autoencoder_tetrominoes.yaml", "set_prediction_clevr_lite.yaml", "slate_clevr_lite.yaml"],
+)
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("model.slot_attention.variant=XY", r"model\.slot_attention\.variant: unknown variant 'XY'; valid:"),
+        ("model.slot_attention.solver=newton", r"model\.slot_attention\.solver: unknown solver 'newton'"),
+        ("model.slot_attention.gradient=adjoint", r"model\.slot_attention\.gradient: unknown gradient"),
+        ("model.slot_attention.backward_solver=x", r"model\.slot_attention\.backward_solver: unknown solver"),
+        ("model.slot_attention.return_iterate=first", r"model\.slot_attention\.return_iterate: invalid"),
+        ("model.slot_attention.num_slots=0", r"model\.slot_attention\.num_slots must be a positive"),
+    ],
+)
+def test_every_slot_attention_model_checks_its_section_when_loading(
+    config_file: str, override: str, message: str
+) -> None:
+    """Not a KeyError or a torch error from deep inside the model builder when training starts."""
+    with pytest.raises(ConfigError, match=rf"{config_file} \+ overrides: {message}"):
+        load_config(CONFIGS / config_file, [override])
+
+
+@pytest.mark.parametrize(
+    ("config_file", "override", "message"),
+    [
+        (
+            "autoencoder_tetrominoes.yaml",
+            "model.encoder_channels=-1",
+            r"model\.encoder_channels must be a posi",
+        ),
+        (
+            "autoencoder_tetrominoes.yaml",
+            "model.decoder_hidden_layers=-1",
+            r"model\.decoder_hidden_layers must",
+        ),
+        (
+            "set_prediction_clevr_lite.yaml",
+            "model.head_hidden_dim=0",
+            r"model\.head_hidden_dim must be a posi",
+        ),
+        ("dvae_clevr_lite.yaml", "model.vocab_size=0", r"model\.vocab_size must be a positive integer"),
+        ("dvae_clevr_lite.yaml", "model.gumbel_temperature=0", r"model\.gumbel_temperature must be > 0"),
+    ],
+)
+def test_model_sizes_are_checked_when_loading(config_file: str, override: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=rf"{config_file} \+ overrides: {message}"):
+        load_config(CONFIGS / config_file, [override])
+
+
 def test_model_configs_validate_themselves() -> None:
     SlateConfig().validate()
     with pytest.raises(ValueError, match=r"model\.slot_attention\.slot_dim must be a positive integer"):
