@@ -40,6 +40,13 @@ MAIN_JOB = Path(__file__).resolve().parents[1] / "configs" / "slate_clevr_lite.y
         (DataConfig(name="sprites", image_size=0), "data.image_size"),
         (OptimizerConfig(betas=[0.9]), "training.optimizer.betas"),
         (OptimizerConfig(groups={"dvae": ParamGroupConfig(lr=-1.0)}), "training.optimizer.groups.dvae.lr"),
+        (OptimizerConfig(betas=[1.5, 0.999]), "training.optimizer.betas"),
+        (OptimizerConfig(eps=-1e-8), "training.optimizer.eps"),
+        (OptimizerConfig(weight_decay=-0.1), "training.optimizer.weight_decay"),
+        (
+            OptimizerConfig(groups={"dvae": ParamGroupConfig(weight_decay=-1.0)}),
+            "training.optimizer.groups.dvae.weight_decay",
+        ),
         (GradClipConfig(norm="l2", max_norm=0.0), "training.grad_clip.max_norm"),
         (LRDecayConfig(kind="exponential", half_life=0), "training.lr_decay.half_life"),
         (ValidationConfig(num_batches=0), "training.validation.num_batches"),
@@ -52,6 +59,18 @@ MAIN_JOB = Path(__file__).resolve().parents[1] / "configs" / "slate_clevr_lite.y
 def test_each_section_checks_itself_and_names_the_key(section: object, key: str) -> None:
     with pytest.raises(ConfigError, match=rf"^where: key '{key}': "):
         section.validate("where")  # type: ignore[attr-defined]
+
+
+def test_a_file_or_override_that_is_not_yaml_is_one_config_error(tmp_path: Path) -> None:
+    """Invalid YAML in an override, a binary file, a folder: a ConfigError naming it, not a traceback."""
+    with pytest.raises(ConfigError, match=r"^override 'training\.optimizer\.betas=\[0\.9': not valid YAML"):
+        load_config(MAIN_JOB, ["training.optimizer.betas=[0.9"])
+    binary = tmp_path / "weights.yaml"
+    binary.write_bytes(b"\x80\x03\xcf\xff" * 8)
+    with pytest.raises(ConfigError, match=r"weights\.yaml: not a text file"):
+        load_config(binary)
+    with pytest.raises(ConfigError, match=r"config file '.*' is a folder, not a file"):
+        load_config(tmp_path)
 
 
 def test_validators_never_edit() -> None:
