@@ -156,6 +156,16 @@ def test_model_sizes_are_checked_when_loading(config_file: str, override: str, m
         load_config(CONFIGS / config_file, [override])
 
 
+@pytest.mark.parametrize(
+    "config_file", ["autoencoder_tetrominoes.yaml", "dvae_clevr_lite.yaml", "slate_clevr_lite.yaml"]
+)
+def test_a_model_image_size_other_than_the_data_is_named_when_loading(config_file: str) -> None:
+    """Not a shape error at the first training step, after the run folder was written."""
+    message = r"key 'data\.image_size': 8 differs from model\.image_size \(\d+\)"
+    with pytest.raises(ConfigError, match=rf"{config_file} \+ overrides: {message}"):
+        load_config(CONFIGS / config_file, ["data.image_size=8"])
+
+
 def test_model_configs_validate_themselves() -> None:
     SlateConfig().validate()
     with pytest.raises(ValueError, match=r"model\.slot_attention\.slot_dim must be a positive integer"):

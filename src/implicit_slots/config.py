@@ -545,6 +545,15 @@ class ExperimentConfig:
             except ValueError as error:
                 raise ConfigError(f"{source}: {error}") from error
         self.data.validate(source)
+        # Models with an `image_size` take exactly that size; a different one fails at the first step.
+        model_size = getattr(self.model.config, "image_size", None)
+        _check(
+            model_size is None or model_size == self.data.image_size,
+            source,
+            "data.image_size",
+            f"{self.data.image_size} differs from model.image_size ({model_size}); the model takes only "
+            "images of its own size",
+        )
         self.training.validate(source)
         self.diagnostics.validate(source)
 
