@@ -188,6 +188,13 @@ class ParamGroupConfig:
                 f"{key}.warmup_steps",
                 f"must be >= 0, got {self.warmup_steps}",
             )
+        if self.weight_decay is not None:
+            _check(
+                self.weight_decay >= 0,
+                source,
+                f"{key}.weight_decay",
+                f"must be >= 0, got {self.weight_decay}",
+            )
 
 
 @dataclass
@@ -219,7 +226,20 @@ class OptimizerConfig:
         key = "training.optimizer"
         _check_choice(self.name, OPTIMIZERS, f"{key}.name", source, nullable=False)
         _check(len(self.betas) == 2, source, f"{key}.betas", f"needs 2 values, got {self.betas}")
+        _check(
+            all(0.0 <= beta < 1.0 for beta in self.betas),
+            source,
+            f"{key}.betas",
+            f"each must be in [0, 1), got {self.betas}",
+        )
         _check(self.lr >= 0, source, f"{key}.lr", f"must be >= 0, got {self.lr}")
+        _check(self.eps >= 0, source, f"{key}.eps", f"must be >= 0, got {self.eps}")
+        _check(
+            self.weight_decay >= 0,
+            source,
+            f"{key}.weight_decay",
+            f"must be >= 0, got {self.weight_decay}",
+        )
         _check(
             self.warmup_steps >= 0, source, f"{key}.warmup_steps", f"must be >= 0, got {self.warmup_steps}"
         )
@@ -525,6 +545,15 @@ class ExperimentConfig:
             except ValueError as error:
                 raise ConfigError(f"{source}: {error}") from error
         self.data.validate(source)
+        # Models with an `image_size` take exactly that size; a different one fails at the first step.
+        model_size = getattr(self.model.config, "image_size", None)
+        _check(
+            model_size is None or model_size == self.data.image_size,
+            source,
+            "data.image_size",
+            f"{self.data.image_size} differs from model.image_size ({model_size}); the model takes only "
+            "images of its own size",
+        )
         self.training.validate(source)
         self.diagnostics.validate(source)
 
@@ -564,6 +593,9 @@ def _parse_overrides(overrides: Sequence[str]) -> list[tuple[str, DictConfig]]:
             parsed.append((item, OmegaConf.from_dotlist([item])))
         except OmegaConfBaseException as error:
             raise ConfigError(f"override {item!r}: {_describe(error)[1]}") from error
+        except yaml.YAMLError as error:  # the value is parsed as YAML: `betas=[0.9` misses its bracket
+            problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+            raise ConfigError(f"override {item!r}: not valid YAML ({problem})") from error
     return parsed
 
 
@@ -574,13 +606,20 @@ def _chain_text(chain: Sequence[Path]) -> str:
 def _read_file(path: Path, chain: Sequence[Path]) -> DictConfig:
     """One YAML file's own values (its ``base:`` key included), with the top level checked."""
     if not path.is_file():
+        problem = "is a folder, not a file" if path.is_dir() else "does not exist"
         if len(chain) == 1:
-            raise ConfigError(f"config file {str(path)!r} does not exist")
-        raise ConfigError(f"base chain {_chain_text(chain)}: base file {str(path)!r} does not exist")
+            raise ConfigError(f"config file {str(path)!r} {problem}")
+        raise ConfigError(f"base chain {_chain_text(chain)}: base file {str(path)!r} {problem}")
     try:
         loaded = OmegaConf.load(path)
     except (OmegaConfBaseException, yaml.YAMLError) as error:
         raise ConfigError(f"{path}: not valid YAML: {error}") from error
+    except UnicodeDecodeError as error:
+        raise ConfigError(
+            f"{path}: not a text file (not UTF-8 at byte {error.start}); expected YAML"
+        ) from error
+    except OSError as error:
+        raise ConfigError(f"{path}: cannot read the file ({error.strerror or error})") from error
     if loaded is None or (isinstance(loaded, DictConfig) and len(loaded) == 0):
         return OmegaConf.create({})
     if not isinstance(loaded, DictConfig):

@@ -61,6 +61,25 @@ def test_user_errors_are_one_line(capsys: pytest.CaptureFixture[str], tmp_path: 
     assert "--option expects KEY=VALUE" in capsys.readouterr().err
 
 
+def test_preview_output_and_unreadable_images_are_one_line(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    args = ["data", "preview", "sprites", "--image-size", "16", "--count", "1"]
+    assert main([*args, "--out", str(tmp_path)]) == 2  # a folder, not a PNG file
+    assert "--out" in capsys.readouterr().err
+    assert main([*args, "--out", str(tmp_path / "grid")]) == 2  # no .png: PIL cannot tell the format
+    assert "--out" in capsys.readouterr().err
+    root = tmp_path / "mirror"
+    root.mkdir()
+    for index in range(3):
+        Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(root / f"{index}.png")
+    (root / "0.png").write_bytes(b"not a png")
+    assert (
+        main(["data", "preview", "clevr-mirror", "--root", str(root), "--out", str(tmp_path / "m.png")]) == 2
+    )
+    assert "0.png: cannot read image" in capsys.readouterr().err
+
+
 def test_benchmark_prints_a_markdown_table(capsys: pytest.CaptureFixture[str]) -> None:
     parser = argparse.ArgumentParser()
     data_speed.add_arguments(parser)

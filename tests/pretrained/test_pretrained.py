@@ -220,6 +220,14 @@ def test_segment_command_writes_figures_and_masks_and_skips_bad_files(
 def test_segment_command_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["segment", str(tmp_path), "--model", "no-such-model", "--out", str(tmp_path / "o")]) == 2
     assert "neither a shipped model" in capsys.readouterr().err
+    _write_images(tmp_path / "images")
+    not_a_folder = tmp_path / "out.txt"
+    not_a_folder.write_text("keep me")
+    images = str(tmp_path / "images" / "rgb.png")
+    assert main(["segment", images, "--model", "autoencoder-tetrominoes", "--out", str(not_a_folder)]) == 2
+    assert "--out" in capsys.readouterr().err and not_a_folder.read_text() == "keep me"
+    assert main(["evaluate", "--pretrained", "autoencoder-tetrominoes", "--out", str(not_a_folder)]) == 2
+    assert "--out" in capsys.readouterr().err and not_a_folder.read_text() == "keep me"
 
 
 def test_model_card_reads_and_rejects_unknown_fields() -> None:

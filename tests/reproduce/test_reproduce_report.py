@@ -214,6 +214,28 @@ def test_a_run_folder_of_another_experiment_is_refused(tmp_path: Path) -> None:
         execute_plan([spec], ExecutionOptions(dry_run=True, echo=lambda _: None))
 
 
+def test_an_unreadable_checkpoint_stops_the_plan_and_keeps_the_folder(tmp_path: Path) -> None:
+    (spec,) = build_plan([EXPERIMENTS["fig8"]], "cpu", 1, tmp_path, only=["fig8_implicit"])
+    _fake_checkpoint(spec.run_dir, 400)
+    checkpoint = spec.run_dir / "checkpoints" / "last.pt"
+    checkpoint.write_bytes(checkpoint.read_bytes()[:20])  # truncated (a damaged disk, a bad copy)
+    (spec.run_dir / "metrics.jsonl").write_text(json.dumps({"step": 400, "loss": 1.0}) + "\n")
+    # Not "no checkpoint, start afresh": that would delete 400 steps of a run that may be repairable.
+    with pytest.raises(ReproduceError, match=r"last\.pt.*cannot be resumed"):
+        execute_plan([spec], ExecutionOptions(echo=lambda _: None, dry_run=True))
+    assert checkpoint.is_file() and (spec.run_dir / "metrics.jsonl").is_file()
+
+
+def test_a_dry_run_deletes_nothing(tmp_path: Path) -> None:
+    (spec,) = build_plan([EXPERIMENTS["fig8"]], "cpu", 1, tmp_path, only=["fig8_implicit"])
+    spec.run_dir.mkdir(parents=True)
+    (spec.run_dir / "metrics.jsonl").write_text(json.dumps({"step": 1, "loss": 1.0}) + "\n")
+    messages: list[str] = []
+    execute_plan([spec], ExecutionOptions(echo=messages.append, dry_run=True))
+    assert (spec.run_dir / "metrics.jsonl").is_file()
+    assert any("$ " in message and " train " in message for message in messages)
+
+
 def test_train_max_is_the_largest_finite_value_of_the_run(tmp_path: Path) -> None:
     write_fake_run(tmp_path / "a")
     lines = (tmp_path / "a" / "metrics.jsonl").read_text().splitlines()

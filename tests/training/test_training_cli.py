@@ -8,9 +8,12 @@ import pytest
 import torch
 import yaml
 from tiny_training_setup import MODEL_NAME, tiny_dataset_factory, write_config
+from torch.utils.data import Dataset
 
 from implicit_slots import evaluation
 from implicit_slots.cli import main
+from implicit_slots.config import DataConfig
+from implicit_slots.data import ImageReadError
 from implicit_slots.evaluation import EvaluationOptions, EvaluationReport
 from implicit_slots.experiment import datasets as data_module
 from implicit_slots.experiment.checkpoint import load_checkpoint
@@ -91,6 +94,39 @@ def test_a_corrupt_checkpoint_is_one_line_for_resume_evaluate_and_main_job(
         err = capsys.readouterr().err.strip()
         assert len(err.splitlines()) == 1 and "not a readable checkpoint" in err, (argv, err)
     assert (run_dir / "checkpoints" / "last.pt").read_bytes() == b"damaged"  # nothing overwritten
+
+
+class _UnreadableAfter(Dataset):
+    """Tiny images whose reads fail, as a folder dataset's do on a damaged file, after ``good`` reads."""
+
+    def __init__(self, data: DataConfig, split: str, good: int) -> None:
+        self.images, self.good, self.reads = tiny_dataset_factory(data, split), good, 0
+
+    def __len__(self) -> int:
+        return len(self.images)  # type: ignore[arg-type]
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        self.reads += 1
+        if self.reads > self.good:
+            raise ImageReadError(f"/data/images/{index}.png: cannot read image (image file is truncated)")
+        return self.images[index]
+
+
+def test_an_unreadable_image_during_training_is_one_message_and_the_checkpoint_stays(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(
+        data_module, "build_dataset_split", lambda data, split: _UnreadableAfter(data, split, 8)
+    )
+    config = write_config(tmp_path / "exp.yaml")
+    run_dir = tmp_path / "r"
+    overrides = ["training.max_steps=6", "training.batch_size=2", "training.checkpoint_every=2"]
+    assert main(["train", str(config), "--run-dir", str(run_dir), *overrides]) == 1  # 4 steps read
+    err = capsys.readouterr().err
+    last = err.strip().splitlines()[-1]  # after the progress lines
+    assert "Traceback" not in err and last.startswith("implicit-slots train: error: reading the data:"), err
+    assert "/data/images/" in last and "cannot read image" in last and "--resume" in last
+    assert load_checkpoint(run_dir / "checkpoints/last.pt")["step"] == 4
 
 
 def test_nan_stop_exits_3(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

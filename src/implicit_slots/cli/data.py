@@ -131,11 +131,18 @@ def run_preview(args: argparse.Namespace) -> int:
 
     if args.count < 1:
         raise CommandError(f"--count must be >= 1, got {args.count}")
+    Image.init()
+    if args.out.is_dir() or Image.registered_extensions().get(args.out.suffix.lower()) not in Image.SAVE:
+        raise CommandError(f"--out {str(args.out)!r}: expected an image file name such as grid.png")
     dataset = _build(args, None)
     count = min(args.count, len(dataset))
     if count == 0:
         raise CommandError(f"dataset {args.name!r} {args.split} is empty")
-    grid = preview_grid([dataset[i] for i in range(count)])
+    try:
+        samples = [dataset[i] for i in range(count)]
+    except (ValueError, FileNotFoundError) as error:  # ImageReadError, TFRecordError: they name the file
+        raise CommandError(str(error)) from None
+    grid = preview_grid(samples)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(grid).save(args.out)
     print(f"wrote {args.out} ({count} samples, {grid.shape[1]}x{grid.shape[0]} pixels)")

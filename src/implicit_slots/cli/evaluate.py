@@ -70,6 +70,10 @@ def run(args: argparse.Namespace) -> int:
     try:
         if args.pretrained is not None:
             out = args.out if args.out is not None else Path(f"eval-{Path(args.pretrained).stem}")
+            if out.exists() and not out.is_dir():
+                raise CommandError(
+                    f"--out {str(out)!r} is a file; give a folder for metrics.json and figures"
+                )
             result = evaluate_pretrained(
                 args.pretrained,
                 out,

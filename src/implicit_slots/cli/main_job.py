@@ -114,6 +114,8 @@ def _trained_steps(run_dir: Path) -> int:
 def _train_stage(config: ExperimentConfig, run_dir: Path, what: str) -> int | None:
     """Train ``config`` into ``run_dir`` (resuming, or skipping a finished run); an exit code to stop with,
     None when the stage is trained."""
+    from implicit_slots.cli.train import data_read_error_message
+    from implicit_slots.data import ImageReadError
     from implicit_slots.training.loop import (
         CHECKPOINT_NAME,
         DIVERGED_EXIT_CODE,
@@ -143,6 +145,9 @@ def _train_stage(config: ExperimentConfig, run_dir: Path, what: str) -> int | No
         return DIVERGED_EXIT_CODE
     except CheckpointWriteError as error:
         print(f"implicit-slots main-job: error: {error}", file=sys.stderr)
+        return 1
+    except ImageReadError as error:  # a damaged file of a folder dataset (data.* overrides)
+        print(f"implicit-slots main-job: error: {data_read_error_message(error, run_dir)}", file=sys.stderr)
         return 1
     if result.status != "completed":
         print(f"[main-job] training interrupted at step {result.step}; run `make run` again to resume")

@@ -73,6 +73,8 @@ def run(args: argparse.Namespace) -> int:
 
     if args.device == "cuda" and not torch.cuda.is_available():
         raise CommandError("--device cuda: no CUDA device is available")
+    if args.out.exists() and not args.out.is_dir():
+        raise CommandError(f"--out {str(args.out)!r} is a file; give a folder for the figures and masks")
     try:
         model = load_pretrained(args.model, device=args.device)
     except ModelFileError as error:

@@ -8,7 +8,8 @@ Usage::
 Overrides are dotted config keys (``training.max_steps=1000``, ``model.num_slots=11``). A new run goes to
 ``--run-dir`` or ``runs/<config-stem>-<UTC timestamp>``; ``--resume`` continues the run in RUN_DIR from its
 ``checkpoints/last.pt`` with RUN_DIR/config.yaml plus the overrides. Exit codes: 0 finished, 1 crashed
-(an unexpected exception, with its traceback; or a checkpoint that could not be written, with one message),
+(an unexpected exception, with its traceback; or, with one message, a checkpoint that could not be written
+or an image file that could not be read),
 2 bad command line / config (or a run folder another live process is training), 3 stopped by NaN/Inf steps
 (diverged; the last good state is checkpointed), 4 stopped by SIGTERM / SIGUSR1 / SIGINT after finishing the
 step and writing a checkpoint (``--resume`` continues it; a cluster job script requeues on 4).
@@ -87,8 +88,24 @@ def _split_items(items: Sequence[str]) -> tuple[str | None, list[str]]:
     return None, list(items)
 
 
+def data_read_error_message(error: Exception, run_dir: Path) -> str:
+    """One line for a data file that could not be read during training (an :class:`ImageReadError`).
+
+    Under DataLoader workers the message is the worker's traceback; its last line holds the original one.
+    """
+    lines = [line for line in str(error).splitlines() if line.strip()]
+    text = lines[-1] if lines else type(error).__name__
+    text = text.removeprefix(f"{type(error).__module__}.{type(error).__name__}: ")
+    return (
+        f"reading the data: {text}; fix or remove the file (folder datasets: data.options.check_files=true "
+        f"skips unreadable images), then continue from the last checkpoint: "
+        f"implicit-slots train --resume {shlex.quote(str(run_dir))}"
+    )
+
+
 def run(args: argparse.Namespace) -> int:
     """Run the command; returns the exit code."""
+    from implicit_slots.data import ImageReadError
     from implicit_slots.training import (
         DIVERGED_EXIT_CODE,
         INTERRUPTED_EXIT_CODE,
@@ -131,6 +148,9 @@ def run(args: argparse.Namespace) -> int:
         return DIVERGED_EXIT_CODE
     except CheckpointWriteError as error:
         print(f"implicit-slots train: error: {error}", file=sys.stderr)
+        return 1
+    except ImageReadError as error:  # a damaged file of a folder dataset, read when its batch came up
+        print(f"implicit-slots train: error: {data_read_error_message(error, run_dir)}", file=sys.stderr)
         return 1
     print(
         f"{result.status} at step {result.step}: run folder {result.run_dir}"

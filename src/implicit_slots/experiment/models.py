@@ -17,9 +17,12 @@ def build_model(config: ExperimentConfig) -> ObjectCentricModel:
     """The model of ``config`` (registry lookup + the model's builder), parameters freshly initialised.
 
     Raises:
-        ExperimentSetupError: the builder rejected a value of the ``model:`` section (its message names it).
+        ExperimentSetupError: the builder rejected a value of the ``model:`` section, or a registry did not
+            know a name in it (the message names it).
     """
     try:
         return get_model_spec(config.model.name).build(config.model.config)
     except ValueError as error:
         raise ExperimentSetupError(f"model {config.model.name!r}: {error}") from error
+    except KeyError as error:  # a registry's lookup (its message lists the valid names)
+        raise ExperimentSetupError(f"model {config.model.name!r}: {error.args[0]}") from error

@@ -391,17 +391,25 @@ def _read_json(path: Path) -> dict[str, Any] | None:
 
 
 def inspect_run(run_dir: Path, max_steps: int) -> RunState:
-    """Read the state of a run folder (checkpoint step, evaluated step, divergence)."""
+    """Read the state of a run folder (checkpoint step, evaluated step, divergence).
+
+    Raises:
+        ReproduceError: the folder has a checkpoint that cannot be read. It is not taken for "no
+            checkpoint", which would start the run afresh and delete the folder.
+    """
     from implicit_slots.training.checkpoint import load_checkpoint
     from implicit_slots.training.loop import CHECKPOINT_NAME
 
     checkpoint_step: int | None = None
     checkpoint = run_dir / CHECKPOINT_NAME
-    if checkpoint.is_file():
+    if checkpoint.exists():
         try:
             checkpoint_step = int(load_checkpoint(checkpoint, map_location="cpu")["step"])
-        except (OSError, ValueError, KeyError, RuntimeError):
-            checkpoint_step = None
+        except (OSError, ValueError, KeyError, TypeError, RuntimeError) as error:
+            raise ReproduceError(
+                f"{error}; the run {str(run_dir)!r} cannot be resumed from it: restore the file, or delete "
+                "the folder to train the run again"
+            ) from error
     evaluation = _read_json(run_dir / "eval" / "metrics.json")
     evaluated = evaluation.get("checkpoint_step") if evaluation else None
     status = _read_json(run_dir / RUN_STATUS_FILE) or {}
@@ -550,7 +558,7 @@ def _run_one(spec: RunSpec, options: ExecutionOptions, lock: threading.Lock) -> 
     if options.logs_dir is not None:
         log_path = options.logs_dir / f"{spec.config_name}_seed{spec.seed}.log"
     if not state.trained or (state.diverged and options.retry_diverged):
-        if state.checkpoint_step is None and spec.run_dir.exists():
+        if state.checkpoint_step is None and spec.run_dir.exists() and not options.dry_run:
             # No checkpoint: nothing to resume (killed before the first one); start afresh.
             shutil.rmtree(spec.run_dir)
         command = train_command(spec, state, options.python)
@@ -640,10 +648,12 @@ def execute_plan(plan: Sequence[RunSpec], options: ExecutionOptions) -> list[Job
     ``stage-failed``). Results come back in plan order.
 
     Raises:
-        ReproduceError: a run folder holds a different experiment.
+        ReproduceError: a run folder holds a different experiment or an unreadable checkpoint (before
+            any run starts).
     """
     for spec in plan:
         _check_same_experiment(spec)
+        inspect_run(spec.run_dir, spec.config.training.max_steps)  # an unreadable checkpoint stops here
     if not options.dry_run:
         prepare_data(plan, options.echo)
         for spec in plan:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from implicit_slots.fixed_point import VARIANTS
+from implicit_slots.fixed_point import VARIANTS, available_gradients, available_solvers
 from implicit_slots.fixed_point.gradients import DEFAULT_BACKWARD_MAX_ITERATIONS, DEFAULT_BACKWARD_TOLERANCE
 from implicit_slots.slot_attention.module import SLOT_INITIALIZATIONS, SlotAttention
 
@@ -36,16 +36,27 @@ class SlotAttentionConfig:
     initialization: str = "gaussian"
 
     def validate(self, key: str = "model.slot_attention") -> None:
-        """Raise ``ValueError`` naming the dotted key (``key`` + field) of a value out of range.
-
-        Solver and estimator names are checked by their registries when the module is built.
-        """
+        """Raise ``ValueError`` naming the dotted key (``key`` + field) of a value out of range or a name
+        that no registry knows (variant, solvers, gradient estimator, initialisation)."""
         for name in ("num_slots", "slot_dim", "mlp_hidden_dim", "num_heads", "num_iterations"):
             _check_positive(getattr(self, name), f"{key}.{name}")
         _check_positive(self.neumann_order, f"{key}.neumann_order")
         _check_positive(self.backward_max_iterations, f"{key}.backward_max_iterations")
         if self.variant not in VARIANTS:
             raise ValueError(f"{key}.variant: unknown variant {self.variant!r}; valid: {list(VARIANTS)}")
+        for name, kind, valid in (
+            ("solver", "solver", available_solvers()),
+            ("backward_solver", "solver", available_solvers()),
+            ("gradient", "gradient estimator", available_gradients()),
+        ):
+            value = getattr(self, name)
+            if value is not None and value not in valid:
+                raise ValueError(f"{key}.{name}: unknown {kind} {value!r}; valid: {valid}")
+        if self.return_iterate not in (None, "last", "best"):
+            valid_iterates = [None, "last", "best"]
+            raise ValueError(
+                f"{key}.return_iterate: invalid value {self.return_iterate!r}; valid: {valid_iterates}"
+            )
         if self.initialization not in SLOT_INITIALIZATIONS:
             valid = list(SLOT_INITIALIZATIONS)
             raise ValueError(f"{key}.initialization: invalid value {self.initialization!r}; valid: {valid}")

@@ -54,6 +54,25 @@ class AutoencoderConfig:
     decoder_kernel_size: int = 5
     slot_attention: SlotAttentionConfig = field(default_factory=SlotAttentionConfig)
 
+    def validate(self) -> None:
+        """Raise ``ValueError`` naming the ``model.`` key of a value out of range (``load_config`` calls
+        this; the builder checks that ``image_size`` is ``decoder_initial_size`` times a power of two)."""
+        for name in (
+            "image_size",
+            "encoder_channels",
+            "encoder_kernel_size",
+            "num_encoder_layers",
+            "decoder_channels",
+            "decoder_initial_size",
+            "decoder_kernel_size",
+        ):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value <= 0:
+                raise ValueError(f"model.{name} must be a positive integer, got {value!r}")
+        if not isinstance(self.decoder_hidden_layers, int) or self.decoder_hidden_layers < 0:
+            raise ValueError(f"model.decoder_hidden_layers must be >= 0, got {self.decoder_hidden_layers!r}")
+        self.slot_attention.validate("model.slot_attention")
+
 
 @dataclass
 class AutoencoderOutput(ModelOutput):

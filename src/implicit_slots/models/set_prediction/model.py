@@ -39,6 +39,15 @@ class SetPredictionConfig:
     property_dim: int = 19
     slot_attention: SlotAttentionConfig = field(default_factory=lambda: SlotAttentionConfig(num_slots=10))
 
+    def validate(self) -> None:
+        """Raise ``ValueError`` naming the ``model.`` key of a value out of range (``load_config`` calls
+        this; the encoder checks ``encoder_strides`` when it is built)."""
+        for name in ("encoder_channels", "encoder_kernel_size", "head_hidden_dim", "property_dim"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value <= 0:
+                raise ValueError(f"model.{name} must be a positive integer, got {value!r}")
+        self.slot_attention.validate("model.slot_attention")
+
 
 @dataclass
 class SetPredictionOutput(ModelOutput):

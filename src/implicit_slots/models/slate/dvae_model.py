@@ -47,6 +47,16 @@ class DvaeConfig:
     dvae_hidden_channels: int = 64
     gumbel_temperature: float = 1.0
 
+    def validate(self) -> None:
+        """Raise ``ValueError`` naming the ``model.`` key of a value out of range (``load_config`` calls
+        this; the model checks that ``image_size`` is a multiple of 4)."""
+        for name in ("image_size", "vocab_size", "dvae_hidden_channels"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value <= 0:
+                raise ValueError(f"model.{name} must be a positive integer, got {value!r}")
+        if self.gumbel_temperature <= 0:
+            raise ValueError(f"model.gumbel_temperature must be > 0, got {self.gumbel_temperature!r}")
+
 
 @dataclass
 class DvaeOutput(ModelOutput):
