@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import math
+import re
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +27,7 @@ from implicit_slots.reproduce.runs import (
     RUN_STATUS_FILE,
     ExecutionOptions,
     ReproduceError,
+    _run_one,
     build_plan,
     evaluate_command,
     execute_plan,
@@ -32,6 +35,7 @@ from implicit_slots.reproduce.runs import (
     train_command,
 )
 from implicit_slots.training.checkpoint import CHECKPOINT_FORMAT_VERSION
+from implicit_slots.training.lock import RunFolderLock
 
 
 def test_list_prints_the_seven_names(capsys: pytest.CaptureFixture[str]) -> None:
@@ -142,6 +146,25 @@ def test_cli_report_only_writes_every_figure(tmp_path: Path, capsys: pytest.Capt
     assert "about 130" in text and "![fig3b](fig3b.png)" in text
     assert "written: " in capsys.readouterr().out
 
+    # A damaged record in the middle of a run's log is one line naming it, not a report without it.
+    for metrics in runs_dir.rglob("metrics.jsonl"):
+        metrics.write_text("{oops\n" + metrics.read_text())
+    argv = [
+        "reproduce",
+        "fig3b",
+        "--seeds",
+        "1",
+        "--runs-dir",
+        str(runs_dir),
+        "--report-only",
+        "--dvae",
+        "joint",
+    ]
+    assert main([*argv, "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
+    assert re.search(r"metrics\.jsonl: line 1 of \d+ is not a JSON record", err), err
+
 
 def test_plan_shares_identical_configs_and_orders_by_experiment(tmp_path: Path) -> None:
     plan = build_plan([EXPERIMENTS["fig3a"], EXPERIMENTS["fig3b"]], "cpu", 2, tmp_path, dvae="joint")
@@ -234,6 +257,24 @@ def test_a_dry_run_deletes_nothing(tmp_path: Path) -> None:
     execute_plan([spec], ExecutionOptions(echo=messages.append, dry_run=True))
     assert (spec.run_dir / "metrics.jsonl").is_file()
     assert any("$ " in message and " train " in message for message in messages)
+
+
+def test_a_folder_another_process_is_training_is_not_deleted(tmp_path: Path) -> None:
+    # A live `train` holds RUN_DIR/train.lock before its first checkpoint: the folder has no checkpoint yet,
+    # which `reproduce` would otherwise take for a run killed early and delete.
+    (spec,) = build_plan([EXPERIMENTS["fig8"]], "cpu", 1, tmp_path, only=["fig8_implicit"])
+    spec.run_dir.mkdir(parents=True)
+    (spec.run_dir / "metrics.jsonl").write_text(json.dumps({"step": 1, "loss": 1.0}) + "\n")
+    holder = RunFolderLock(spec.run_dir)
+    holder.acquire()
+    messages: list[str] = []
+    try:
+        result = _run_one(spec, ExecutionOptions(echo=messages.append), threading.Lock())
+    finally:
+        holder.release()
+    assert result.status == "train-failed" and "is being trained by process" in result.message
+    assert (spec.run_dir / "metrics.jsonl").is_file()
+    assert any("not started" in message for message in messages)
 
 
 def test_train_max_is_the_largest_finite_value_of_the_run(tmp_path: Path) -> None:

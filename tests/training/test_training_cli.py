@@ -96,6 +96,25 @@ def test_a_corrupt_checkpoint_is_one_line_for_resume_evaluate_and_main_job(
     assert (run_dir / "checkpoints" / "last.pt").read_bytes() == b"damaged"  # nothing overwritten
 
 
+def test_resuming_with_a_damaged_metrics_line_is_one_line_and_keeps_the_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = write_config(tmp_path / "exp.yaml")
+    run_dir = tmp_path / "r"
+    overrides = ["training.max_steps=2", "training.log_every=1", "training.checkpoint_every=2"]
+    assert main(["train", str(config), "--run-dir", str(run_dir), *overrides]) == 0
+    metrics = run_dir / "metrics.jsonl"
+    lines = metrics.read_text().splitlines()
+    damaged = "\n".join(["{broken", *lines[1:]]) + "\n"
+    metrics.write_text(damaged)
+    capsys.readouterr()
+    assert main(["train", "--resume", str(run_dir), "training.max_steps=3"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "line 1 of 2 is not a JSON record" in err, err
+    assert metrics.read_text() == damaged
+    assert load_checkpoint(run_dir / "checkpoints" / "last.pt")["step"] == 2
+
+
 class _UnreadableAfter(Dataset):
     """Tiny images whose reads fail, as a folder dataset's do on a damaged file, after ``good`` reads."""
 

@@ -4,7 +4,9 @@ import io
 import json
 from pathlib import Path
 
-from implicit_slots.training.logger import RunLogger, read_metrics, truncate_metrics
+import pytest
+
+from implicit_slots.training.logger import MetricsFileError, RunLogger, read_metrics, truncate_metrics
 
 
 class _Terminal(io.StringIO):
@@ -56,3 +58,14 @@ def test_resume_truncation_drops_later_records_and_partial_lines(tmp_path: Path)
     )
     truncate_metrics(path, last_step=2)
     assert read_metrics(path) == [{"step": 1, "loss": 1.0}, {"step": 2, "loss": 0.9}]
+
+
+def test_a_damaged_line_before_the_last_is_an_error_and_truncation_keeps_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "metrics.jsonl"
+    text = '{"step": 1, "loss": 1.0}\n{"step": 2, "lo\x00\n{"step": 3, "loss": 0.8}\n'
+    path.write_text(text)
+    with pytest.raises(MetricsFileError, match=r"metrics\.jsonl: line 2 of 3 is not a JSON record"):
+        read_metrics(path)
+    with pytest.raises(MetricsFileError):
+        truncate_metrics(path, last_step=3)
+    assert path.read_text() == text  # nothing rewritten, nothing lost

@@ -86,6 +86,7 @@ def run(args: argparse.Namespace) -> int:
     from implicit_slots.reproduce.experiments import EXPERIMENTS, get_experiment
     from implicit_slots.reproduce.report import write_reports
     from implicit_slots.reproduce.runs import ExecutionOptions, ReproduceError, build_plan, execute_plan
+    from implicit_slots.training.logger import MetricsFileError
 
     if args.list:
         print(" ".join(EXPERIMENTS))
@@ -143,7 +144,7 @@ def run(args: argparse.Namespace) -> int:
             command=command,
             dvae=args.dvae,
         )
-    except ReproduceError as error:
+    except (ReproduceError, MetricsFileError) as error:
         raise CommandError(str(error)) from error
     minutes = (time.perf_counter() - started) / 60
     for path in written:

@@ -537,7 +537,26 @@ def _run_logged(command: list[str], log_path: Path | None) -> tuple[int, str]:
 
 def _write_status(spec: RunSpec, values: dict[str, Any]) -> None:
     path = spec.run_dir / RUN_STATUS_FILE
-    path.write_text(json.dumps(values, indent=2) + "\n")
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(values, indent=2) + "\n")
+    tmp.replace(path)  # atomic: a reader sees the old record or the new one
+
+
+def _remove_unless_training(run_dir: Path) -> str | None:
+    """Delete ``run_dir`` while holding its training lock; the lock holder's description (and nothing
+    deleted) when a live process is training it."""
+    from implicit_slots.training.lock import RunFolderBusyError, RunFolderLock
+
+    folder_lock = RunFolderLock(run_dir)
+    try:
+        folder_lock.acquire()
+    except RunFolderBusyError as error:
+        return str(error)
+    try:
+        shutil.rmtree(run_dir)
+    finally:
+        folder_lock.release()
+    return None
 
 
 def _run_one(spec: RunSpec, options: ExecutionOptions, lock: threading.Lock) -> JobResult:
@@ -559,8 +578,15 @@ def _run_one(spec: RunSpec, options: ExecutionOptions, lock: threading.Lock) -> 
         log_path = options.logs_dir / f"{spec.config_name}_seed{spec.seed}.log"
     if not state.trained or (state.diverged and options.retry_diverged):
         if state.checkpoint_step is None and spec.run_dir.exists() and not options.dry_run:
-            # No checkpoint: nothing to resume (killed before the first one); start afresh.
-            shutil.rmtree(spec.run_dir)
+            # No checkpoint: nothing to resume (killed before the first one); start afresh, unless a live
+            # process (another `reproduce`, a hand-started `train`) is training the folder and has not
+            # written its first checkpoint yet.
+            busy = _remove_unless_training(spec.run_dir)
+            if busy is not None:
+                result.status, result.message = "train-failed", busy
+                result.seconds = time.perf_counter() - started
+                say(f"not started: {busy}")
+                return result
         command = train_command(spec, state, options.python)
         what = (
             f"resuming from step {state.checkpoint_step}" if state.checkpoint_step is not None else "training"

@@ -19,19 +19,36 @@ from typing import Any, TextIO
 
 from torch import Tensor
 
-__all__ = ["RunLogger", "read_metrics", "truncate_metrics"]
+__all__ = ["MetricsFileError", "RunLogger", "read_metrics", "truncate_metrics"]
 
 METRICS_FILE = "metrics.jsonl"
 
 
+class MetricsFileError(ValueError):
+    """A line of ``metrics.jsonl`` other than the last is not a JSON record (the message names it)."""
+
+
 def read_metrics(path: str | Path) -> list[dict[str, Any]]:
-    """Every complete JSON record of a ``metrics.jsonl`` (skips a partial last line of a killed run)."""
+    """Every record of a ``metrics.jsonl``; a partial last line (a run killed while writing it) is skipped.
+
+    Raises:
+        MetricsFileError: an earlier line is damaged. Skipping it would lose its record silently (and a
+            resume, which rewrites the file, would lose it for good).
+    """
+    lines = Path(path).read_text().splitlines()
     records = []
-    for line in Path(path).read_text().splitlines():
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
         try:
             records.append(json.loads(line))
         except json.JSONDecodeError:
-            continue
+            if number == len(lines):
+                continue
+            raise MetricsFileError(
+                f"{path}: line {number} of {len(lines)} is not a JSON record ({line[:60]!r}); only the last "
+                "line may be partial. Repair or delete that line, then run again"
+            ) from None
     return records
 
 

@@ -40,7 +40,7 @@ from implicit_slots.training.data import (
 )
 from implicit_slots.training.distributed import DistributedContext, register_output_pytrees
 from implicit_slots.training.lock import LOCK_NAME, RunFolderBusyError, RunFolderLock
-from implicit_slots.training.logger import RunLogger
+from implicit_slots.training.logger import MetricsFileError, RunLogger
 from implicit_slots.training.schedules import LearningRateSchedule, PlateauState
 
 __all__ = [
@@ -230,7 +230,10 @@ def set_up_run(
     if ctx.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         save_config(replace(config, provenance=_provenance(command)), run_dir / "config.yaml")
-    logger = RunLogger(run_dir, counters.step, t.max_steps, resumed=resume, enabled=ctx.is_main)
+    try:
+        logger = RunLogger(run_dir, counters.step, t.max_steps, resumed=resume, enabled=ctx.is_main)
+    except MetricsFileError as error:  # resuming rewrites metrics.jsonl; a damaged line stops it first
+        raise TrainingSetupError(str(error)) from error
     if reseeded_message is not None:
         logger.message(reseeded_message)
     model.train()
