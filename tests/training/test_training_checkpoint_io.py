@@ -127,6 +127,14 @@ def test_a_full_disk_keeps_the_previous_checkpoint(tmp_path, monkeypatch: pytest
     assert [p.name for p in tmp_path.iterdir()] == ["c.pt"]  # the partial temporary file is gone
 
 
+def test_a_folder_given_as_the_checkpoint_path_is_named_as_one(tmp_path) -> None:
+    folder = tmp_path / "out"
+    folder.mkdir()
+    with pytest.raises(CheckpointWriteError, match=r"out.*that path is a folder; give a file name"):
+        save_checkpoint_atomic(_state(1.0), folder)
+    assert list(folder.iterdir()) == [] and [p.name for p in tmp_path.iterdir()] == ["out"]
+
+
 def test_a_full_disk_ends_the_run_with_one_message(
     tmp_path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -138,7 +138,12 @@ def save_checkpoint_atomic(checkpoint: dict[str, Any], path: str | Path) -> Path
         os.replace(tmp, path)
     except OSError as error:
         tmp.unlink(missing_ok=True)  # a full disk keeps no half-written file
-        previous = "the previous checkpoint there is intact" if path.exists() else "no checkpoint was kept"
+        if path.is_dir():
+            previous = "that path is a folder; give a file name"
+        elif path.exists():
+            previous = "the previous checkpoint there is intact"
+        else:
+            previous = "no checkpoint was kept"
         raise CheckpointWriteError(
             error.errno,
             f"could not write the checkpoint {str(path)!r} ({error.strerror or error}); {previous}",
