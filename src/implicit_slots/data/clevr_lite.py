@@ -7,7 +7,8 @@ x, y ~ U[-3, 3], rotation ~ U[0, 360); a placement is rejected when two objects 
 (surface to surface) or closer than ``margin`` along the camera's left/right or front/behind axis; the
 whole scene is re-sampled when an object has fewer visible pixels than ``min_visible_fraction`` of a 64x64
 check render (so the scene does not depend on the output size). Camera and lights are jittered as in CLEVR
-(0.5 and 1.0). ``clevr-mirror-lite`` adds CLEVR-Mirror's mirror wall (y = 5, x-centre ~ U[-7, 0]), small
+(0.5 and 1.0). ``clevr-mirror-lite`` adds CLEVR-Mirror's mirror wall (y = 5, x-centre ~ U[-3, 1], where
+the reflections land: CLEVR-Mirror's U[-7, 0] hides them with this wall, see ``MIRROR_X_RANGE``), small
 size 0.55, margin 0.25 and 100 / 128² visible pixels.
 """
 
