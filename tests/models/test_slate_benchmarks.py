@@ -111,7 +111,7 @@ def test_training_step_bad_inputs_end_in_one_message(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     autoencoder = tmp_path / "ae.yaml"
-    autoencoder.write_text("model: {name: autoencoder}\ndata: {name: tetrominoes}\n")
+    autoencoder.write_text("model: {name: autoencoder, image_size: 64}\ndata: {name: tetrominoes}\n")
     for argv, message in (
         (["--config", str(tmp_path / "missing.yaml")], "does not exist"),
         (["--config", str(autoencoder)], "configures model 'autoencoder'; train-step times SLATE"),

@@ -119,5 +119,5 @@ def test_bad_file_values_name_the_file_and_key(tmp_path: Path) -> None:
 
 
 def test_config_without_file(tmp_path: Path) -> None:
-    config = load_config(None, [f"model.name={MODEL_NAME}", "data.name=tiny-images"])
+    config = load_config(None, [f"model.name={MODEL_NAME}", "data.name=tiny-images", "data.image_size=8"])
     assert config.model.config == TinyConfig()
