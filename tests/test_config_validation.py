@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import inspect
+import re
 from pathlib import Path
 
 import pytest
@@ -65,6 +66,14 @@ def test_a_file_or_override_that_is_not_yaml_is_one_config_error(tmp_path: Path)
     """Invalid YAML in an override, a binary file, a folder: a ConfigError naming it, not a traceback."""
     with pytest.raises(ConfigError, match=r"^override 'training\.optimizer\.betas=\[0\.9': not valid YAML"):
         load_config(MAIN_JOB, ["training.optimizer.betas=[0.9"])
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("model:\n  name: [slate\ndata: {}\n")
+    with pytest.raises(ConfigError) as raised:
+        load_config(broken)
+    assert "\n" not in str(raised.value)
+    assert re.search(
+        r"broken\.yaml: not valid YAML: did not find expected .* at line 3, column 5$", str(raised.value)
+    )
     binary = tmp_path / "weights.yaml"
     binary.write_bytes(b"\x80\x03\xcf\xff" * 8)
     with pytest.raises(ConfigError, match=r"weights\.yaml: not a text file"):

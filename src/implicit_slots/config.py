@@ -603,6 +603,17 @@ def _chain_text(chain: Sequence[Path]) -> str:
     return " -> ".join(str(path) for path in chain)
 
 
+def _yaml_problem(error: Exception) -> str:
+    """One line for a YAML parse error: the problem and where it is (PyYAML's own text has 2-4 lines)."""
+    problem = getattr(error, "problem", None)
+    mark = getattr(error, "problem_mark", None)
+    if problem is None:
+        return " ".join(str(error).split())
+    if mark is None:
+        return str(problem)
+    return f"{problem} at line {mark.line + 1}, column {mark.column + 1}"
+
+
 def _read_file(path: Path, chain: Sequence[Path]) -> DictConfig:
     """One YAML file's own values (its ``base:`` key included), with the top level checked."""
     if not path.is_file():
@@ -613,7 +624,7 @@ def _read_file(path: Path, chain: Sequence[Path]) -> DictConfig:
     try:
         loaded = OmegaConf.load(path)
     except (OmegaConfBaseException, yaml.YAMLError) as error:
-        raise ConfigError(f"{path}: not valid YAML: {error}") from error
+        raise ConfigError(f"{path}: not valid YAML: {_yaml_problem(error)}") from error
     except UnicodeDecodeError as error:
         raise ConfigError(
             f"{path}: not a text file (not UTF-8 at byte {error.start}); expected YAML"
