@@ -128,27 +128,6 @@ def test_report_table_and_figure_from_fake_runs(tmp_path: Path) -> None:
 def test_cli_report_only_writes_every_figure(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     runs_dir, out = tmp_path / "runs", tmp_path / "out"
     _fake_experiment_runs(runs_dir, "fig3b", seeds=1)
-    code = main(
-        [
-            "reproduce",
-            "fig3b",
-            "--seeds",
-            "1",
-            "--runs-dir",
-            str(runs_dir),
-            "--out",
-            str(out),
-            "--report-only",
-        ]
-    )
-    assert code == 0
-    text = (out / "fig3b.md").read_text()
-    assert "about 130" in text and "![fig3b](fig3b.png)" in text
-    assert "written: " in capsys.readouterr().out
-
-    # A damaged record in the middle of a run's log is one line naming it, not a report without it.
-    for metrics in runs_dir.rglob("metrics.jsonl"):
-        metrics.write_text("{oops\n" + metrics.read_text())
     argv = [
         "reproduce",
         "fig3b",
@@ -157,10 +136,23 @@ def test_cli_report_only_writes_every_figure(tmp_path: Path, capsys: pytest.Capt
         "--runs-dir",
         str(runs_dir),
         "--report-only",
-        "--dvae",
-        "joint",
+        "--out",
+        str(out),
     ]
-    assert main([*argv, "--out", str(out)]) == 2
+    assert main(argv) == 0
+    text = (out / "fig3b.md").read_text()
+    assert "about 130" in text and "![fig3b](fig3b.png)" in text
+    assert "written: " in capsys.readouterr().out
+    # --dvae joint reads the fake runs where they stand (runs_dir/CONFIG/seedS) and names its reports *_joint.
+    argv += ["--dvae", "joint"]
+    assert main(argv) == 0
+    assert "| 1 |" in (out / "fig3b_joint.md").read_text()  # one seed per curve was read
+    capsys.readouterr()
+
+    # A damaged record in the middle of a run's log is one line naming it, not a report without it.
+    for metrics in runs_dir.rglob("metrics.jsonl"):
+        metrics.write_text("{oops\n" + metrics.read_text())
+    assert main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1, err
     assert re.search(r"metrics\.jsonl: line 1 of \d+ is not a JSON record", err), err

@@ -1,7 +1,11 @@
 """Slot attention: the update cell, the learned initialisation, and the fixed-point module."""
 
 from implicit_slots.slot_attention.cell import CellOutput, SlotAttentionCell
-from implicit_slots.slot_attention.config import SlotAttentionConfig, build_slot_attention
+from implicit_slots.slot_attention.config import (
+    SlotAttentionConfig,
+    build_slot_attention,
+    check_positive_integers,
+)
 from implicit_slots.slot_attention.module import (
     SLOT_INITIALIZATIONS,
     GaussianSlotInitializer,
@@ -21,5 +25,6 @@ __all__ = [
     "SlotAttentionConfig",
     "SlotAttentionOutput",
     "build_slot_attention",
+    "check_positive_integers",
     "set_residual_recording",
 ]

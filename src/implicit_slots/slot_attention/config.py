@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from implicit_slots.fixed_point import VARIANTS, available_gradients, available_solvers
@@ -38,10 +39,19 @@ class SlotAttentionConfig:
     def validate(self, key: str = "model.slot_attention") -> None:
         """Raise ``ValueError`` naming the dotted key (``key`` + field) of a value out of range or a name
         that no registry knows (variant, solvers, gradient estimator, initialisation)."""
-        for name in ("num_slots", "slot_dim", "mlp_hidden_dim", "num_heads", "num_iterations"):
-            _check_positive(getattr(self, name), f"{key}.{name}")
-        _check_positive(self.neumann_order, f"{key}.neumann_order")
-        _check_positive(self.backward_max_iterations, f"{key}.backward_max_iterations")
+        check_positive_integers(
+            self,
+            (
+                "num_slots",
+                "slot_dim",
+                "mlp_hidden_dim",
+                "num_heads",
+                "num_iterations",
+                "neumann_order",
+                "backward_max_iterations",
+            ),
+            key,
+        )
         if self.variant not in VARIANTS:
             raise ValueError(f"{key}.variant: unknown variant {self.variant!r}; valid: {list(VARIANTS)}")
         for name, kind, valid in (
@@ -68,6 +78,13 @@ class SlotAttentionConfig:
 def _check_positive(value: object, key: str) -> None:
     if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
         raise ValueError(f"{key} must be a positive integer, got {value!r}")
+
+
+def check_positive_integers(section: object, names: Sequence[str], key: str = "model") -> None:
+    """Raise ``ValueError`` naming ``key.name`` for the first of ``names`` whose value in ``section`` is not
+    a positive integer (a bool is not one); the config sections' ``validate`` methods share it."""
+    for name in names:
+        _check_positive(getattr(section, name), f"{key}.{name}")
 
 
 def build_slot_attention(input_dim: int, config: SlotAttentionConfig) -> SlotAttention:

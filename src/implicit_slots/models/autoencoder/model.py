@@ -23,7 +23,12 @@ from implicit_slots.models.autoencoder.visualisation import (
     resize_attention,
 )
 from implicit_slots.models.base import Batch, LossOutput, ModelOutput, ObjectCentricModel
-from implicit_slots.slot_attention import SlotAttention, SlotAttentionConfig, build_slot_attention
+from implicit_slots.slot_attention import (
+    SlotAttention,
+    SlotAttentionConfig,
+    build_slot_attention,
+    check_positive_integers,
+)
 
 
 @dataclass
@@ -57,18 +62,18 @@ class AutoencoderConfig:
     def validate(self) -> None:
         """Raise ``ValueError`` naming the ``model.`` key of a value out of range (``load_config`` calls
         this; the builder checks that ``image_size`` is ``decoder_initial_size`` times a power of two)."""
-        for name in (
-            "image_size",
-            "encoder_channels",
-            "encoder_kernel_size",
-            "num_encoder_layers",
-            "decoder_channels",
-            "decoder_initial_size",
-            "decoder_kernel_size",
-        ):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value <= 0:
-                raise ValueError(f"model.{name} must be a positive integer, got {value!r}")
+        check_positive_integers(
+            self,
+            (
+                "image_size",
+                "encoder_channels",
+                "encoder_kernel_size",
+                "num_encoder_layers",
+                "decoder_channels",
+                "decoder_initial_size",
+                "decoder_kernel_size",
+            ),
+        )
         if not isinstance(self.decoder_hidden_layers, int) or self.decoder_hidden_layers < 0:
             raise ValueError(f"model.decoder_hidden_layers must be >= 0, got {self.decoder_hidden_layers!r}")
         self.slot_attention.validate("model.slot_attention")

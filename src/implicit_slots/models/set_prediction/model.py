@@ -16,7 +16,12 @@ from implicit_slots.metrics import hungarian_huber_loss
 from implicit_slots.models.autoencoder.modules import ConvEncoder
 from implicit_slots.models.autoencoder.visualisation import horizontal_strip, mask_images, resize_attention
 from implicit_slots.models.base import Batch, LossOutput, ModelOutput, ObjectCentricModel
-from implicit_slots.slot_attention import SlotAttention, SlotAttentionConfig, build_slot_attention
+from implicit_slots.slot_attention import (
+    SlotAttention,
+    SlotAttentionConfig,
+    build_slot_attention,
+    check_positive_integers,
+)
 
 
 @dataclass
@@ -42,10 +47,9 @@ class SetPredictionConfig:
     def validate(self) -> None:
         """Raise ``ValueError`` naming the ``model.`` key of a value out of range (``load_config`` calls
         this; the encoder checks ``encoder_strides`` when it is built)."""
-        for name in ("encoder_channels", "encoder_kernel_size", "head_hidden_dim", "property_dim"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value <= 0:
-                raise ValueError(f"model.{name} must be a positive integer, got {value!r}")
+        check_positive_integers(
+            self, ("encoder_channels", "encoder_kernel_size", "head_hidden_dim", "property_dim")
+        )
         self.slot_attention.validate("model.slot_attention")
 
 

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 from implicit_slots.models.slate.dvae_model import load_dvae_weights
 from implicit_slots.models.slate.model import Slate
-from implicit_slots.slot_attention import SlotAttentionConfig, build_slot_attention
+from implicit_slots.slot_attention import SlotAttentionConfig, build_slot_attention, check_positive_integers
 
 
 def _slate_slot_attention() -> SlotAttentionConfig:
@@ -57,17 +57,17 @@ class SlateConfig:
     def validate(self) -> None:
         """Raise ``ValueError`` naming the ``model.`` key of a value out of range (``load_config`` calls
         this; :func:`build_slate` does not check again)."""
-        for name in (
-            "image_size",
-            "vocab_size",
-            "dvae_hidden_channels",
-            "d_model",
-            "num_heads",
-            "num_decoder_blocks",
-        ):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value <= 0:
-                raise ValueError(f"model.{name} must be a positive integer, got {value!r}")
+        check_positive_integers(
+            self,
+            (
+                "image_size",
+                "vocab_size",
+                "dvae_hidden_channels",
+                "d_model",
+                "num_heads",
+                "num_decoder_blocks",
+            ),
+        )
         for name in ("dropout", "attention_dropout"):
             value = getattr(self, name)
             if not 0.0 <= value < 1.0:

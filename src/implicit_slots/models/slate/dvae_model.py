@@ -26,6 +26,7 @@ from torch import Tensor, nn
 
 from implicit_slots.models.base import Batch, LossOutput, ModelOutput, ObjectCentricModel
 from implicit_slots.models.slate.dvae import PATCH_SIZE, DiscreteVAE, sample_gumbel_tokens
+from implicit_slots.slot_attention import check_positive_integers
 
 DVAE_PREFIX = "dvae."  # state-dict prefix of the dVAE in both DvaeModel and Slate
 CHECKPOINT_IN_RUN = Path("checkpoints") / "last.pt"  # where `implicit-slots train` writes a run's checkpoint
@@ -50,10 +51,7 @@ class DvaeConfig:
     def validate(self) -> None:
         """Raise ``ValueError`` naming the ``model.`` key of a value out of range (``load_config`` calls
         this; the model checks that ``image_size`` is a multiple of 4)."""
-        for name in ("image_size", "vocab_size", "dvae_hidden_channels"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value <= 0:
-                raise ValueError(f"model.{name} must be a positive integer, got {value!r}")
+        check_positive_integers(self, ("image_size", "vocab_size", "dvae_hidden_channels"))
         if self.gumbel_temperature <= 0:
             raise ValueError(f"model.gumbel_temperature must be > 0, got {self.gumbel_temperature!r}")
 
@@ -160,12 +158,7 @@ class DvaeModel(ObjectCentricModel):
 
 def build_dvae(config: DvaeConfig) -> DvaeModel:
     """Build a :class:`DvaeModel` from its config."""
-    for name in ("image_size", "vocab_size", "dvae_hidden_channels"):
-        value = getattr(config, name)
-        if not isinstance(value, int) or value <= 0:
-            raise ValueError(f"model.{name} must be a positive integer, got {value!r}")
-    if config.gumbel_temperature <= 0:
-        raise ValueError(f"model.gumbel_temperature must be > 0, got {config.gumbel_temperature!r}")
+    config.validate()
     return DvaeModel(
         config.image_size,
         vocab_size=config.vocab_size,
