@@ -28,6 +28,7 @@ from implicit_slots.reproduce.runs import (
     ExecutionOptions,
     ReproduceError,
     _run_one,
+    _StopForwarder,
     build_plan,
     evaluate_command,
     execute_plan,
@@ -261,7 +262,7 @@ def test_a_folder_another_process_is_training_is_not_deleted(tmp_path: Path) -> 
     holder.acquire()
     messages: list[str] = []
     try:
-        result = _run_one(spec, ExecutionOptions(echo=messages.append), threading.Lock())
+        result = _run_one(spec, ExecutionOptions(echo=messages.append), threading.Lock(), _StopForwarder())
     finally:
         holder.release()
     assert result.status == "train-failed" and "is being trained by process" in result.message

@@ -12,6 +12,10 @@ Every config of the experiment (``configs/paper/<scale>/<curve>.yaml``) is train
 runs are skipped, interrupted ones resumed. Then ``--out`` receives, per experiment, ``NAME.png`` (learning
 curves and bars, mean ± std over seeds) and ``NAME.md`` (the results table with the paper's numbers).
 
+A stop signal (Ctrl-C, SIGTERM, SIGUSR1) to ``reproduce`` passes SIGTERM to the running subprocesses, which
+checkpoint and exit; no further run starts, no report is written, and the exit code is 4. Running the same
+command again resumes.
+
 SLATE runs train their dVAE jointly (official SLATE) or, in two-stage SLATE, start from a dVAE trained
 once per (dataset, resolution, seed) and shared by every arm of that seed. Each experiment states which at
 each scale; ``--dvae joint`` / ``--dvae two-stage`` forces one (its tables are then written as
@@ -82,10 +86,11 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run the command; returns the exit code (1 when a run failed)."""
+    """Run the command; returns the exit code (1 when a run failed, 4 when runs were interrupted)."""
     from implicit_slots.reproduce.experiments import EXPERIMENTS, get_experiment
     from implicit_slots.reproduce.report import write_reports
     from implicit_slots.reproduce.runs import ExecutionOptions, ReproduceError, build_plan, execute_plan
+    from implicit_slots.training import INTERRUPTED_EXIT_CODE
     from implicit_slots.training.logger import MetricsFileError
 
     if args.list:
@@ -131,6 +136,13 @@ def run(args: argparse.Namespace) -> int:
             )
             results = execute_plan(plan, options)
             failed = sum(r.status in ("train-failed", "eval-failed", "stage-failed") for r in results)
+            interrupted = sum(r.status == "interrupted" for r in results)
+            if interrupted and not args.dry_run:
+                print(
+                    f"[reproduce] {interrupted} run(s) interrupted or not started, so no report was written: "
+                    "run the same command again to resume (--report-only reports what exists)"
+                )
+                return INTERRUPTED_EXIT_CODE
         if args.dry_run:
             return 0
         command = shlex.join(["implicit-slots", *sys.argv[1:]]) if sys.argv else ""

@@ -20,19 +20,23 @@ the arms.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import hashlib
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 from implicit_slots.config import (
@@ -58,6 +62,7 @@ from implicit_slots.reproduce.experiments import (
     config_names,
 )
 from implicit_slots.training import DIVERGED_EXIT_CODE, INTERRUPTED_EXIT_CODE
+from implicit_slots.training.stop import StopRequest
 
 __all__ = [
     "DVAE_MODES",
@@ -517,22 +522,69 @@ def _subprocess_env() -> dict[str, str]:
     return env
 
 
-def _run_logged(command: list[str], log_path: Path | None) -> tuple[int, str]:
-    """Run a subprocess, appending its output to ``log_path``; (return code, last lines of output)."""
+class _StopForwarder(StopRequest):
+    """A stop signal (SIGINT, SIGTERM, SIGUSR1) received by ``reproduce`` itself: no new subprocess starts
+    and each running one gets SIGTERM, on which ``train`` finishes its step, checkpoints and exits with
+    INTERRUPTED_EXIT_CODE. Without it a ``kill`` of ``reproduce`` left its subprocesses training unwatched,
+    and Ctrl-C let the queued runs start one after another."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._children: set[subprocess.Popen[bytes]] = set()
+        self._lock = threading.RLock()  # re-entrant: the handler runs on the main thread
+
+    def __enter__(self) -> _StopForwarder:
+        super().__enter__()
+        return self
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        super()._handle(signum, frame)
+        with self._lock:
+            children = list(self._children)
+        for child in children:
+            with contextlib.suppress(ProcessLookupError):
+                child.send_signal(signal.SIGTERM)
+
+    def run(self, command: list[str], **kwargs: Any) -> int | None:
+        """Run ``command`` to its end (``subprocess.Popen`` arguments); None when a stop came first."""
+        with self._lock:
+            if self.signal is not None:
+                return None
+            child = subprocess.Popen(command, **kwargs)
+            self._children.add(child)
+        try:
+            return child.wait()
+        finally:
+            with self._lock:
+                self._children.discard(child)
+
+
+NOT_STARTED = "not started: reproduce received a stop signal"
+
+
+def _run_logged(command: list[str], log_path: Path | None, stop: _StopForwarder) -> tuple[int, str]:
+    """Run a subprocess, appending its output to ``log_path``; (return code, last lines of output).
+
+    A stop signal before the start returns INTERRUPTED_EXIT_CODE without running anything.
+    """
     env = _subprocess_env()
     if log_path is None:
-        completed = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
-        output = completed.stdout + completed.stderr
-        return completed.returncode, "\n".join(output.strip().splitlines()[-5:])
+        with tempfile.TemporaryFile() as output:
+            code = stop.run(command, env=env, stdout=output, stderr=subprocess.STDOUT)
+            output.seek(0)
+            text = output.read().decode(errors="replace")
+        if code is None:
+            return INTERRUPTED_EXIT_CODE, NOT_STARTED
+        return code, "\n".join(text.strip().splitlines()[-5:])
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("a") as log:
         log.write(f"\n$ {' '.join(command)}\n")
         log.flush()
-        returncode = subprocess.run(
-            command, env=env, stdout=log, stderr=subprocess.STDOUT, check=False
-        ).returncode
+        code = stop.run(command, env=env, stdout=log, stderr=subprocess.STDOUT)
+    if code is None:
+        return INTERRUPTED_EXIT_CODE, NOT_STARTED
     lines = log_path.read_text(errors="replace").strip().splitlines()
-    return returncode, "\n".join(lines[-5:])
+    return code, "\n".join(lines[-5:])
 
 
 def _write_status(spec: RunSpec, values: dict[str, Any]) -> None:
@@ -559,7 +611,9 @@ def _remove_unless_training(run_dir: Path) -> str | None:
     return None
 
 
-def _run_one(spec: RunSpec, options: ExecutionOptions, lock: threading.Lock) -> JobResult:
+def _run_one(
+    spec: RunSpec, options: ExecutionOptions, lock: threading.Lock, stop: _StopForwarder
+) -> JobResult:
     started = time.perf_counter()
     result = JobResult(spec)
     max_steps = spec.config.training.max_steps
@@ -572,6 +626,9 @@ def _run_one(spec: RunSpec, options: ExecutionOptions, lock: threading.Lock) -> 
     if state.complete and not (state.diverged and options.retry_diverged):
         say("complete, skipped")
         result.status = "diverged" if state.diverged else "complete"
+        return result
+    if stop.signal is not None:
+        result.status, result.message = "interrupted", NOT_STARTED
         return result
     log_path = None
     if options.logs_dir is not None:
@@ -595,7 +652,7 @@ def _run_one(spec: RunSpec, options: ExecutionOptions, lock: threading.Lock) -> 
         if options.dry_run:
             say("$ " + " ".join(command))
         else:
-            code, tail = _run_logged(command, log_path)
+            code, tail = _run_logged(command, log_path, stop)
             result.trained = True
             state = inspect_run(spec.run_dir, max_steps)
             diverged = code == DIVERGED_EXIT_CODE  # `implicit-slots train` stopped on NaN/Inf steps
@@ -618,9 +675,13 @@ def _run_one(spec: RunSpec, options: ExecutionOptions, lock: threading.Lock) -> 
     if options.dry_run:
         say("$ " + " ".join(command))
         return result
-    code, tail = _run_logged(command, log_path)
+    code, tail = _run_logged(command, log_path, stop)
     result.evaluated = True
     result.seconds = time.perf_counter() - started
+    if code != 0 and stop.signal is not None:  # stopped by the signal: evaluated again next time
+        result.status, result.message = "interrupted", tail
+        say("evaluation interrupted; run again to evaluate")
+        return result
     if code != 0:
         result.status, result.message = "eval-failed", tail
         say(f"evaluation failed (exit {code}):\n{tail}")
@@ -687,8 +748,8 @@ def execute_plan(plan: Sequence[RunSpec], options: ExecutionOptions) -> list[Job
                 write_stage_config(spec)
     lock = threading.Lock()
     stages = [spec for spec in plan if spec.kind == "dvae-stage"]
-    with ThreadPoolExecutor(max_workers=max(1, options.jobs)) as pool:
-        stage_results = list(pool.map(lambda spec: _run_one(spec, options, lock), stages))
+    with _StopForwarder() as stop, ThreadPoolExecutor(max_workers=max(1, options.jobs)) as pool:
+        stage_results = list(pool.map(lambda spec: _run_one(spec, options, lock, stop), stages))
         failed = {r.spec.run_dir: r for r in stage_results if r.status in ("train-failed", "eval-failed")}
 
         def run_after_stage(spec: RunSpec) -> JobResult:
@@ -697,9 +758,15 @@ def execute_plan(plan: Sequence[RunSpec], options: ExecutionOptions) -> list[Job
                 with lock:
                     options.echo(f"[reproduce] {spec.label}: not started: {message}")
                 return JobResult(spec, status="stage-failed", message=message)
-            return _run_one(spec, options, lock)
+            return _run_one(spec, options, lock, stop)
 
         runs = [spec for spec in plan if spec.kind != "dvae-stage"]
         run_results = list(pool.map(run_after_stage, runs))
+    if stop.signal is not None:
+        waiting = sum(r.message == NOT_STARTED for r in (*stage_results, *run_results))
+        options.echo(
+            f"[reproduce] stopped by {stop.describe()}: running runs checkpointed, {waiting} not started; "
+            "run the same command again to resume"
+        )
     by_dir = {id(r.spec): r for r in (*stage_results, *run_results)}
     return [by_dir[id(spec)] for spec in plan]
