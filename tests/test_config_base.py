@@ -137,3 +137,17 @@ def test_a_child_key_unknown_to_the_schema_is_still_an_error(tmp_path: Path) -> 
     child = _write(tmp_path / "arm.yaml", "base: _base.yaml\ntraining: {max_step: 3}\n")
     with pytest.raises(ConfigError, match="max_step"):
         load_config(child)
+
+
+def test_config_differences_names_the_changed_keys_and_ignores_budget_and_provenance() -> None:
+    from implicit_slots.config import CONFIGS_DIR, config_differences
+
+    path = CONFIGS_DIR / "slate_clevr_lite.yaml"
+    reference = load_config(path)
+    assert config_differences(reference, load_config(path, ["training.max_steps=9"])) == []
+    changed = load_config(path, ["training.optimizer.lr=0.01", "model.slot_attention.num_iterations=3"])
+    assert config_differences(reference, changed) == [
+        "model.slot_attention.num_iterations",
+        "training.optimizer.lr",
+    ]
+    assert config_differences(reference, changed, ignore=("model",)) == ["training.optimizer.lr"]

@@ -60,6 +60,7 @@ __all__ = [
     "SplitSizes",
     "TrainingConfig",
     "ValidationConfig",
+    "config_differences",
     "config_to_dict",
     "load_config",
     "normalise_switches",
@@ -821,6 +822,30 @@ def config_to_dict(config: ExperimentConfig) -> dict[str, Any]:
         values = OmegaConf.to_container(OmegaConf.structured(getattr(config, section)))
         out[section] = values
     return out
+
+
+def _flatten(values: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in values.items():
+        if isinstance(value, Mapping):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def config_differences(
+    old: ExperimentConfig, new: ExperimentConfig, ignore: Sequence[str] = ("provenance", "training.max_steps")
+) -> list[str]:
+    """The dotted keys whose values differ between two configs, sorted; keys equal to or under an entry of
+    ``ignore`` are left out (by default the provenance and the step budget, which a resumed run may
+    extend)."""
+    a, b = _flatten(config_to_dict(old)), _flatten(config_to_dict(new))
+
+    def ignored(key: str) -> bool:
+        return any(key == prefix or key.startswith(prefix + ".") for prefix in ignore)
+
+    return sorted(key for key in a.keys() | b.keys() if not ignored(key) and a.get(key) != b.get(key))
 
 
 def save_config(config: ExperimentConfig, path: str | Path) -> None:

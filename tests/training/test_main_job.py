@@ -155,6 +155,37 @@ def test_main_job_resumes_the_slate_stage_after_a_finished_dvae_stage(
     assert load_checkpoint(run_dir / DVAE_STAGE_DIR / "checkpoints/last.pt")["step"] == 2
 
 
+def test_a_run_folder_of_another_config_is_one_error_before_anything_trains(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Skipping or resuming it would report the folder's model under this config's name.
+    run_dir = tmp_path / "run"
+    common = [
+        "--config",
+        str(CONFIGS_DIR / "slate_clevr_lite_two_stage.yaml"),
+        "--dvae-config",
+        str(_tiny_dvae_config(tmp_path)),
+        "--run-dir",
+        str(run_dir),
+        "--eval-images",
+        "2",
+        "data.image_size=16",
+        *TINY_SLATE,
+    ]
+    assert main(["main-job", *common]) == 0
+    capsys.readouterr()
+    slate_before = (run_dir / "checkpoints/last.pt").read_bytes()
+    assert main(["main-job", *common, "training.optimizer.lr=0.01", "training.max_steps=3"]) == 2
+    error = capsys.readouterr().err.strip().splitlines()
+    assert len(error) == 1 and "another config" in error[0] and "training.optimizer.lr" in error[0]
+    assert (run_dir / "checkpoints/last.pt").read_bytes() == slate_before
+    # A different seed changes the dVAE stage too: that folder is named, and neither stage trains.
+    assert main(["main-job", *common, "training.seed=1"]) == 2
+    error = capsys.readouterr().err.strip().splitlines()
+    assert len(error) == 1 and str(run_dir / DVAE_STAGE_DIR) in error[0] and "training.seed" in error[0]
+    assert load_checkpoint(run_dir / DVAE_STAGE_DIR / "checkpoints/last.pt")["step"] == 2
+
+
 def test_without_dvae_config_the_config_trains_in_one_stage(tmp_path: Path) -> None:
     # The default main job is the jointly trained SLATE (two-stage did not reach its quality in half the
     # time: docs/experiments.md, 2026-12-02).

@@ -111,6 +111,29 @@ def _trained_steps(run_dir: Path) -> int:
         raise CommandError(f"{error}; move the run folder away or pass another --run-dir") from error
 
 
+def _check_same_config(config: ExperimentConfig, run_dir: Path, what: str) -> None:
+    """A run folder with a checkpoint must hold a run of the same config (its step budget aside): resuming
+    or skipping it would otherwise report another model as this one."""
+    from implicit_slots.config import ConfigError, config_differences, load_config
+    from implicit_slots.training.loop import CHECKPOINT_NAME
+
+    saved = run_dir / "config.yaml"
+    if not (run_dir / CHECKPOINT_NAME).is_file() or not saved.is_file():
+        return
+    try:
+        differences = config_differences(load_config(saved), config)
+    except ConfigError as error:
+        raise CommandError(f"{saved}: {error}") from error
+    if differences:
+        shown = ", ".join(differences[:5]) + (
+            f" and {len(differences) - 5} more" if len(differences) > 5 else ""
+        )
+        raise CommandError(
+            f"{run_dir} holds {what} trained with another config (it differs in {shown}); "
+            "pass another --run-dir or move that folder away"
+        )
+
+
 def _train_stage(config: ExperimentConfig, run_dir: Path, what: str) -> int | None:
     """Train ``config`` into ``run_dir`` (resuming, or skipping a finished run); an exit code to stop with,
     None when the stage is trained."""
@@ -179,7 +202,12 @@ def run(args: argparse.Namespace) -> int:
         raise CommandError(
             f"--dvae-config needs a 'slate' config, {str(config_path)!r} is {config.model.name!r}"
         )
-    _trained_steps(run_dir)  # an unreadable checkpoint stops the job before any stage trains
+    # An unreadable checkpoint or a folder of another config stops the job before any stage trains.
+    if dvae_config is not None:
+        _trained_steps(run_dir / DVAE_STAGE_DIR)
+        _check_same_config(dvae_config, run_dir / DVAE_STAGE_DIR, "a dVAE stage")
+    _trained_steps(run_dir)
+    _check_same_config(config, run_dir, "a run")
     started, cpu_started = time.perf_counter(), time.process_time()
     if dvae_config is not None:
         stopped = _train_stage(dvae_config, run_dir / DVAE_STAGE_DIR, "the dVAE stage")

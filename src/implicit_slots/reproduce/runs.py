@@ -49,6 +49,7 @@ from implicit_slots.config import (
     ParamGroupConfig,
     TrainingConfig,
     ValidationConfig,
+    config_differences,
     config_to_dict,
     load_config,
     save_config,
@@ -436,14 +437,14 @@ def _check_same_experiment(spec: RunSpec) -> None:
         existing = load_config(saved)
     except ValueError as error:
         raise ReproduceError(f"{saved}: {error}") from error
-    old, new = config_to_dict(existing), config_to_dict(spec.config)
-    for values in (old, new):
-        values.pop("provenance", None)
-        values["training"].pop("max_steps", None)
-    if old != new:
+    differences = config_differences(existing, spec.config)
+    if differences:
+        shown = ", ".join(differences[:5]) + (
+            f" and {len(differences) - 5} more" if len(differences) > 5 else ""
+        )
         raise ReproduceError(
             f"run folder {spec.run_dir} holds a different experiment than {spec.config_path} with "
-            f"{list(spec.overrides)}; move it away or choose another --runs-dir"
+            f"{list(spec.overrides)} (it differs in {shown}); move it away or choose another --runs-dir"
         )
 
 
