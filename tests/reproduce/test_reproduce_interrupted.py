@@ -34,11 +34,14 @@ def test_an_interrupted_training_is_reported_as_resumable(
 
 
 # Stands in for `python -m implicit_slots.cli train ...`: says it started, then waits for SIGTERM, on which
-# it records the signal and exits as `train` does after its checkpoint.
+# it records the signal and exits as `train` does after its checkpoint (without one, it gives up after
+# about 30 s, so a failing test leaves no process behind).
 FAKE_TRAIN = f"""#!/bin/sh
 echo "$*" >> "$FAKE_DIR/started"
 trap 'echo TERM >> "$FAKE_DIR/terminated"; exit {INTERRUPTED_EXIT_CODE}' TERM
-while true; do sleep 0.05; done
+i=0
+while [ $i -lt 600 ]; do sleep 0.05; i=$((i + 1)); done
+exit 1
 """
 
 
