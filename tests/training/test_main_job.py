@@ -174,6 +174,12 @@ def test_a_run_folder_of_another_config_is_one_error_before_anything_trains(
     ]
     assert main(["main-job", *common]) == 0
     capsys.readouterr()
+    # How it runs and logs may change (threads, logging, diagnostics): the finished stages are skipped.
+    assert (
+        main(["main-job", *common, "training.num_threads=1", "training.log_every=7", "diagnostics.every=5"])
+        == 0
+    )
+    assert "skipping SLATE" in capsys.readouterr().out
     slate_before = (run_dir / "checkpoints/last.pt").read_bytes()
     assert main(["main-job", *common, "training.optimizer.lr=0.01", "training.max_steps=3"]) == 2
     error = capsys.readouterr().err.strip().splitlines()

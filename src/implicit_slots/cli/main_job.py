@@ -39,6 +39,21 @@ DVAE_STAGE_DIR = "dvae"  # the dVAE stage's folder inside the run folder
 # Overrides that concern both stages: the same seed, data, threads, device and precision for both.
 SHARED_OVERRIDE_KEYS = ("training.seed", "training.num_threads", "training.device", "training.precision")
 SHARED_OVERRIDE_PREFIXES = ("data.",)
+# How a run executes, logs and is budgeted, not what it trains: a re-run may change them (as `train --resume`
+# may), so they do not make a run folder "another config".
+RUN_SETTING_KEYS = (
+    "provenance",
+    "training.max_steps",
+    "training.num_threads",
+    "training.device",
+    "training.log_every",
+    "training.checkpoint_every",
+    "training.validation",
+    "training.ddp_find_unused_parameters",
+    "data.num_workers",
+    "data.cache_dir",
+    "diagnostics",
+)
 KEY_METRICS = (
     "mse_autoregressive",
     "mse_autoregressive_sampled",
@@ -112,8 +127,8 @@ def _trained_steps(run_dir: Path) -> int:
 
 
 def _check_same_config(config: ExperimentConfig, run_dir: Path, what: str) -> None:
-    """A run folder with a checkpoint must hold a run of the same config (its step budget aside): resuming
-    or skipping it would otherwise report another model as this one."""
+    """A run folder with a checkpoint must hold a run of the same config (:data:`RUN_SETTING_KEYS` aside):
+    resuming or skipping it would otherwise report another model as this one."""
     from implicit_slots.config import ConfigError, config_differences, load_config
     from implicit_slots.training.loop import CHECKPOINT_NAME
 
@@ -121,7 +136,7 @@ def _check_same_config(config: ExperimentConfig, run_dir: Path, what: str) -> No
     if not (run_dir / CHECKPOINT_NAME).is_file() or not saved.is_file():
         return
     try:
-        differences = config_differences(load_config(saved), config)
+        differences = config_differences(load_config(saved), config, ignore=RUN_SETTING_KEYS)
     except ConfigError as error:
         raise CommandError(f"{saved}: {error}") from error
     if differences:
