@@ -9,7 +9,14 @@ hyperparameter, l2 and inf clipping, a NaN step that is skipped, diagnostics (re
 Jacobian norm, gradient norms), validation with plateau decay, periodic checkpoints, logging every step
 and every few steps, and the IFT estimator whose backward statistics are filled in during ``backward()``.
 
-Regenerate (only when a change of the numbers is intended, and say why in the commit)::
+Bit-identity holds for one torch build on one kind of CPU: processors with another vector instruction set
+or vendor run other kernels, whose last bits differ and grow over a few Adam steps. So there is one record
+per kind of CPU the project runs on (``reference_runs.pt``: the first machines; ``reference_runs_<kind>.pt``:
+the others, named by :func:`cpu_kind`), and a run must equal one of them bit for bit.
+
+Record this CPU's kind (once per new kind of machine, from code that passes against an existing record on
+its own machine), or regenerate every record (only when a change of the numbers is intended, and say why in
+the commit)::
 
     OMP_NUM_THREADS=1 PYTHONPATH=src python tests/training/reference_runs.py
 """
@@ -78,15 +85,33 @@ def run_reference(name: str, folder: Path) -> dict[str, Any]:
     return {"metrics": read_metrics(run_dir / "metrics.jsonl"), "checkpoint": checkpoint}
 
 
+def cpu_kind() -> str:
+    """This CPU's kernel family: torch's vector instruction set and the vendor, e.g. ``avx2-authenticamd``."""
+    vendor = "unknown"
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        for line in cpuinfo.read_text(errors="replace").splitlines():
+            if line.startswith("vendor_id"):
+                vendor = line.split(":", 1)[1].strip().lower()
+                break
+    return f"{torch.backends.cpu.get_cpu_capability().lower()}-{vendor}"
+
+
+def record_paths() -> list[Path]:
+    """Every stored record: the first machines' and one per further kind of CPU."""
+    return sorted(RECORD_PATH.parent.glob(RECORD_PATH.stem + "*" + RECORD_PATH.suffix))
+
+
 def record() -> None:
-    """Write :data:`RECORD_PATH` from the current code."""
+    """Write this CPU kind's record from the current code."""
     register_tiny_model()
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory() as folder:
         runs = {name: run_reference(name, Path(folder)) for name in REFERENCE_RUNS}
-    RECORD_PATH.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"torch_version": str(torch.__version__), "runs": runs}, RECORD_PATH)
-    print(f"wrote {RECORD_PATH} (torch {torch.__version__})")
+    path = RECORD_PATH.with_name(f"{RECORD_PATH.stem}_{cpu_kind()}{RECORD_PATH.suffix}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"torch_version": str(torch.__version__), "cpu_kind": cpu_kind(), "runs": runs}, path)
+    print(f"wrote {path} (torch {torch.__version__})")
 
 
 if __name__ == "__main__":

@@ -14,8 +14,9 @@ seed.
 Re-running continues an interrupted run (``--resume`` semantics, stage by stage) and skips training that
 already finished. A run folder that holds a run of another config is refused before anything trains (one
 error naming the differing keys); threads, device, logging, checkpoint cadence, diagnostics and data
-workers may change between runs. Exit codes as ``implicit-slots train``: 0 done, 2 bad command line or config, 3 training
-stopped by NaN/Inf steps, 4 interrupted by a stop signal (checkpointed; run again to resume).
+workers may change between runs. Exit codes as ``implicit-slots train``: 0 done, 2 bad command line or
+config, 3 training stopped by NaN/Inf steps, 4 interrupted by a stop signal (checkpointed; run again to
+resume).
 
 The process keeps freed memory (:func:`implicit_slots.models.speed.keep_freed_memory`): nothing computed
 changes, the page faults of every step's large temporaries go away.
