@@ -151,3 +151,10 @@ def test_config_differences_names_the_changed_keys_and_ignores_budget_and_proven
         "training.optimizer.lr",
     ]
     assert config_differences(reference, changed, ignore=("model",)) == ["training.optimizer.lr"]
+
+
+def test_describe_keys_names_the_first_few_and_counts_the_rest() -> None:
+    from implicit_slots.config import describe_keys
+
+    assert describe_keys(["a", "b"]) == "a, b"
+    assert describe_keys(["a", "b", "c"], limit=2) == "a, b and 1 more"

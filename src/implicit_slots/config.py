@@ -62,6 +62,7 @@ __all__ = [
     "ValidationConfig",
     "config_differences",
     "config_to_dict",
+    "describe_keys",
     "load_config",
     "normalise_switches",
     "save_config",
@@ -846,6 +847,12 @@ def config_differences(
         return any(key == prefix or key.startswith(prefix + ".") for prefix in ignore)
 
     return sorted(key for key in a.keys() | b.keys() if not ignored(key) and a.get(key) != b.get(key))
+
+
+def describe_keys(keys: Sequence[str], limit: int = 5) -> str:
+    """Keys for a message: the first ``limit``, then how many more."""
+    more = len(keys) - limit
+    return ", ".join(keys[:limit]) + (f" and {more} more" if more > 0 else "")
 
 
 def save_config(config: ExperimentConfig, path: str | Path) -> None:

@@ -68,6 +68,22 @@ def _tiny_dvae_config(tmp_path: Path) -> Path:
     return path
 
 
+def _tiny_two_stage_args(tmp_path: Path, run_dir: Path) -> list[str]:
+    """main-job's arguments for the packaged two-stage SLATE at the tiny sizes, into ``run_dir``."""
+    return [
+        "--config",
+        str(CONFIGS_DIR / "slate_clevr_lite_two_stage.yaml"),
+        "--dvae-config",
+        str(_tiny_dvae_config(tmp_path)),
+        "--run-dir",
+        str(run_dir),
+        "--eval-images",
+        "2",
+        "data.image_size=16",
+        *TINY_SLATE,
+    ]
+
+
 def test_shared_overrides_are_seed_threads_device_precision_and_data() -> None:
     overrides = [
         "training.seed=3",
@@ -133,18 +149,7 @@ def test_main_job_resumes_the_slate_stage_after_a_finished_dvae_stage(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     run_dir = tmp_path / "run"
-    common = [
-        "--config",
-        str(CONFIGS_DIR / "slate_clevr_lite_two_stage.yaml"),
-        "--dvae-config",
-        str(_tiny_dvae_config(tmp_path)),
-        "--run-dir",
-        str(run_dir),
-        "--eval-images",
-        "2",
-        "data.image_size=16",
-        *TINY_SLATE,
-    ]
+    common = _tiny_two_stage_args(tmp_path, run_dir)
     assert main(["main-job", *common]) == 0
     capsys.readouterr()
     # A longer SLATE stage continues from its checkpoint; the dVAE stage is not retrained.
@@ -160,18 +165,7 @@ def test_a_run_folder_of_another_config_is_one_error_before_anything_trains(
 ) -> None:
     # Skipping or resuming it would report the folder's model under this config's name.
     run_dir = tmp_path / "run"
-    common = [
-        "--config",
-        str(CONFIGS_DIR / "slate_clevr_lite_two_stage.yaml"),
-        "--dvae-config",
-        str(_tiny_dvae_config(tmp_path)),
-        "--run-dir",
-        str(run_dir),
-        "--eval-images",
-        "2",
-        "data.image_size=16",
-        *TINY_SLATE,
-    ]
+    common = _tiny_two_stage_args(tmp_path, run_dir)
     assert main(["main-job", *common]) == 0
     capsys.readouterr()
     # How it runs and logs may change (threads, logging, diagnostics): the finished stages are skipped.

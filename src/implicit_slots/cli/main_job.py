@@ -132,7 +132,7 @@ def _trained_steps(run_dir: Path) -> int:
 def _check_same_config(config: ExperimentConfig, run_dir: Path, what: str) -> None:
     """A run folder with a checkpoint must hold a run of the same config (:data:`RUN_SETTING_KEYS` aside):
     resuming or skipping it would otherwise report another model as this one."""
-    from implicit_slots.config import ConfigError, config_differences, load_config
+    from implicit_slots.config import ConfigError, config_differences, describe_keys, load_config
     from implicit_slots.training.loop import CHECKPOINT_NAME
 
     saved = run_dir / "config.yaml"
@@ -143,11 +143,9 @@ def _check_same_config(config: ExperimentConfig, run_dir: Path, what: str) -> No
     except ConfigError as error:
         raise CommandError(f"{saved}: {error}") from error
     if differences:
-        shown = ", ".join(differences[:5]) + (
-            f" and {len(differences) - 5} more" if len(differences) > 5 else ""
-        )
         raise CommandError(
-            f"{run_dir} holds {what} trained with another config (it differs in {shown}); "
+            f"{run_dir} holds {what} trained with another config (it differs in "
+            f"{describe_keys(differences)}); "
             "pass another --run-dir or move that folder away"
         )
 

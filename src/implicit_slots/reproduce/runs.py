@@ -51,6 +51,7 @@ from implicit_slots.config import (
     ValidationConfig,
     config_differences,
     config_to_dict,
+    describe_keys,
     load_config,
     save_config,
 )
@@ -439,12 +440,10 @@ def _check_same_experiment(spec: RunSpec) -> None:
         raise ReproduceError(f"{saved}: {error}") from error
     differences = config_differences(existing, spec.config)
     if differences:
-        shown = ", ".join(differences[:5]) + (
-            f" and {len(differences) - 5} more" if len(differences) > 5 else ""
-        )
         raise ReproduceError(
             f"run folder {spec.run_dir} holds a different experiment than {spec.config_path} with "
-            f"{list(spec.overrides)} (it differs in {shown}); move it away or choose another --runs-dir"
+            f"{list(spec.overrides)} (it differs in {describe_keys(differences)}); move it away or choose "
+            "another --runs-dir"
         )
 
 
