@@ -10,10 +10,17 @@ import torch.nn.functional as F
 
 from implicit_slots.fixed_point.variants import VARIANTS
 from implicit_slots.models import get_model_spec
-from implicit_slots.models.slate import Slate, SlateConfig, SlateOutput, build_slate, sample_gumbel_tokens
+from implicit_slots.models.slate import (
+    Slate,
+    SlateConfig,
+    SlateOutput,
+    build_slate,
+    sample_gumbel_tokens,
+    transformer,
+)
 from implicit_slots.models.slate.dvae import DiscreteVAE
 from implicit_slots.models.slate.model import sinusoidal_2d_positions
-from implicit_slots.models.slate.transformer import _chunked_causal_attention
+from implicit_slots.models.slate.transformer import _chunked_causal_attention, causal_attention
 from implicit_slots.slot_attention import SlotAttention, SlotAttentionConfig
 
 
@@ -197,6 +204,30 @@ def test_chunked_causal_attention_equals_fused() -> None:
     expected = F.scaled_dot_product_attention(query, key, value, is_causal=True)
     chunked = _chunked_causal_attention(query, key, value, dropout_p=0.0, chunk_size=16)
     torch.testing.assert_close(chunked, expected)
+
+
+@pytest.mark.parametrize(
+    ("device", "dropout_p", "calls"), [("cpu", 0.1, 4), ("cpu", 0.0, 1), ("meta", 0.1, 1)]
+)
+def test_causal_attention_chunks_only_dropout_on_the_cpu(
+    monkeypatch: pytest.MonkeyPatch, device: str, dropout_p: float, calls: int
+) -> None:
+    # Off the CPU (CUDA; here the meta device) the fused kernels apply dropout themselves: one call, causal.
+    seen: list[bool] = []
+    fused = F.scaled_dot_product_attention
+
+    def recording(*args: object, **kwargs: object) -> torch.Tensor:
+        seen.append(bool(kwargs.get("is_causal", False)))
+        return fused(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(transformer.F, "scaled_dot_product_attention", recording)
+    query, key, value = (
+        torch.randn(1, 2, 4 * transformer.CAUSAL_CHUNK_SIZE, 8, device=device) for _ in range(3)
+    )
+    out = causal_attention(query, key, value, dropout_p)
+    assert out.shape == query.shape and out.device.type == device
+    assert len(seen) == calls
+    assert all(seen) == (calls == 1)
 
 
 def test_dropout_is_configurable_and_off_in_eval() -> None:
