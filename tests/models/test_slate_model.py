@@ -206,28 +206,70 @@ def test_chunked_causal_attention_equals_fused() -> None:
     torch.testing.assert_close(chunked, expected)
 
 
+def test_chunked_causal_attention_drops_only_visible_weights() -> None:
+    # With one-hot values the output is the (dropped) attention weights themselves: every entry is 0 or
+    # the undropped weight / (1 - p), and no chunk lets a query see a later key.
+    length, p = 53, 0.3
+    query, key = (torch.randn(1, 2, length, 4, dtype=torch.float64) for _ in range(2))
+    value = torch.eye(length, dtype=torch.float64).expand(1, 2, length, length)
+    weights = _chunked_causal_attention(query, key, value, dropout_p=0.0, chunk_size=16)
+    dropped = _chunked_causal_attention(query, key, value, dropout_p=p, chunk_size=16)
+    assert torch.all(weights.triu(1) == 0) and torch.all(dropped.triu(1) == 0)
+    kept = dropped != 0
+    torch.testing.assert_close(dropped[kept], weights[kept] / (1 - p))
+    visible = int(torch.ones(length, length).tril().sum()) * 2
+    assert 0.5 < int(kept.sum()) / visible < 0.9  # about 1 - p kept
+
+
 @pytest.mark.parametrize(
-    ("device", "dropout_p", "calls"), [("cpu", 0.1, 4), ("cpu", 0.0, 1), ("meta", 0.1, 1)]
+    ("device", "dropout_p", "fused_calls", "chunk_dropouts"),
+    [("cpu", 0.1, 0, 4), ("cpu", 0.0, 1, 0), ("meta", 0.1, 1, 0)],
 )
 def test_causal_attention_chunks_only_dropout_on_the_cpu(
-    monkeypatch: pytest.MonkeyPatch, device: str, dropout_p: float, calls: int
+    monkeypatch: pytest.MonkeyPatch, device: str, dropout_p: float, fused_calls: int, chunk_dropouts: int
 ) -> None:
     # Off the CPU (CUDA; here the meta device) the fused kernels apply dropout themselves: one call, causal.
+    # On the CPU with dropout: four chunks, each dropping its weights with the cheaper CPU mask.
     seen: list[bool] = []
     fused = F.scaled_dot_product_attention
+    dropped: list[float] = []
+    cpu_dropout = transformer.dropout
 
     def recording(*args: object, **kwargs: object) -> torch.Tensor:
         seen.append(bool(kwargs.get("is_causal", False)))
         return fused(*args, **kwargs)  # type: ignore[arg-type]
 
+    def recording_dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
+        dropped.append(p)
+        return cpu_dropout(x, p, training)
+
     monkeypatch.setattr(transformer.F, "scaled_dot_product_attention", recording)
+    monkeypatch.setattr(transformer, "dropout", recording_dropout)
     query, key, value = (
         torch.randn(1, 2, 4 * transformer.CAUSAL_CHUNK_SIZE, 8, device=device) for _ in range(3)
     )
     out = causal_attention(query, key, value, dropout_p)
     assert out.shape == query.shape and out.device.type == device
-    assert len(seen) == calls
-    assert all(seen) == (calls == 1)
+    assert len(seen) == fused_calls and all(seen)
+    assert dropped == [dropout_p] * chunk_dropouts
+
+
+def test_cpu_dropout_has_the_law_of_dropout() -> None:
+    p = 0.25
+    x = torch.ones(100_000, requires_grad=True)
+    torch.manual_seed(0)
+    out = transformer.dropout(x, p, training=True)
+    torch.manual_seed(0)
+    assert torch.equal(transformer.dropout(x, p, training=True), out)  # the global generator's draw
+    kept = out != 0
+    assert torch.all(out[kept] == 1 / (1 - p))
+    assert abs(kept.float().mean().item() - (1 - p)) < 0.01  # binomial sd 0.0014
+    out.sum().backward()
+    assert x.grad is not None and torch.equal(x.grad, out.detach())  # d out / d x = the scaled mask
+    assert transformer.dropout(x, p, training=False) is x
+    half = transformer.dropout(torch.ones(1000, dtype=torch.bfloat16), p, training=True)
+    assert half.dtype == torch.bfloat16
+    assert set(half.unique().tolist()) == {0.0, torch.tensor(1 / (1 - p), dtype=torch.bfloat16).item()}
 
 
 def test_dropout_is_configurable_and_off_in_eval() -> None:

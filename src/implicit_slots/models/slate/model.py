@@ -24,7 +24,7 @@ from torch import Tensor, nn
 
 from implicit_slots.models.base import Batch, LossOutput, ModelOutput, ObjectCentricModel
 from implicit_slots.models.slate.dvae import PATCH_SIZE, DiscreteVAE, sample_gumbel_tokens
-from implicit_slots.models.slate.transformer import TransformerDecoder
+from implicit_slots.models.slate.transformer import TransformerDecoder, dropout
 from implicit_slots.slot_attention import SlotAttention, SlotAttentionOutput
 
 BOS_INDEX = 0  # the begin-of-sequence token; image token v is embedded at index v + 1
@@ -278,7 +278,7 @@ class Slate(ObjectCentricModel):
         bos = tokens.new_full((tokens.shape[0], 1), BOS_INDEX)
         indices = torch.cat([bos, tokens + 1], dim=1)  # (B, t + 1)
         embedded = self.token_embedding(indices) + self.position_embedding[:, : indices.shape[1]]
-        return F.dropout(embedded, self.dropout, self.training)
+        return dropout(embedded, self.dropout, self.training)
 
     def encode_slots(
         self, token_embeddings: Tensor, generator: torch.Generator | None = None
