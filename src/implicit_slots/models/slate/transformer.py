@@ -25,9 +25,9 @@ def dropout(x: Tensor, p: float, training: bool) -> Tensor:
     """``F.dropout`` with a cheaper mask on the CPU: the same law (keep with probability ``1 - p``, scale the
     kept values by ``1 / (1 - p)``), drawn from the same global generator.
 
-    PyTorch's CPU dropout draws its mask with ``bernoulli_`` at about 7 ns per element on one thread, which
-    made the masks a tenth of an official-size SLATE step; a float32 uniform compared with ``p`` costs about
-    half of that. The mask is drawn in float32 whatever the input's dtype (a bf16 uniform has 256 values).
+    PyTorch's CPU dropout draws its mask with ``bernoulli_`` at about 7 ns per element on one thread (a
+    tenth of an official-size SLATE step); a float32 uniform compared with ``p`` costs about half of that.
+    The mask is drawn in float32 whatever the input's dtype (a bf16 uniform has 256 values).
     Off the CPU this is ``F.dropout`` (fused on CUDA).
 
     Args:
@@ -53,9 +53,8 @@ def causal_attention(query: Tensor, key: Tensor, value: Tensor, dropout_p: float
     materialises the full (T, T) weights although half of them are masked; there the queries are split into
     chunks of ``CAUSAL_CHUNK_SIZE`` rows, each chunk attends only to the keys it may see (an explicit causal
     mask inside the chunk), and the weights are dropped with :func:`dropout`'s cheaper mask. The result has
-    the same distribution (dropout of a masked weight is a no-op) at less than half the cost (measured: 297
-    -> 133 ms forward + backward at B=32, H=4, T=256, D_h=48, one thread, with PyTorch's own dropout inside
-    each chunk).
+    the same distribution (dropout of a masked weight is a no-op) at about half the unfused kernel's cost
+    (docs/slate.md, "Dropout cost").
 
     Args:
         query, key, value: (B, H, T, D_h).
